@@ -1,0 +1,2 @@
+//! `mamori-collector`: offline analysis for now (`templates`).
+fn main() {}
