@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod event;
+pub mod templates;
 pub mod time;
 
 pub use event::{

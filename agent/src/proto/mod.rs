@@ -1,0 +1,3 @@
+//! One folder per protocol: the pure nom parser apart from the stateful stream layer.
+
+pub mod syslog;

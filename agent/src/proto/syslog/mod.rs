@@ -1,0 +1,1 @@
+//! Syslog: parser, framing and the `parse-syslog` command.

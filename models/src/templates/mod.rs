@@ -1,0 +1,1 @@
+//! Online log-template mining (Drain-style).
