@@ -2,3 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod proto;
+pub mod capture;
+pub mod pipeline;
+pub mod tcp;
+pub mod replay;

@@ -1,0 +1,39 @@
+//! Capture input: pcap and pcapng files (live capture comes later through the same
+//! [`RawPacket`] type), and the link/network/transport decoding of one frame.
+
+pub mod decode;
+pub mod defrag;
+pub mod file;
+
+pub use decode::{Decoded, DecodeError, L4, TcpFlags, decode_frame};
+pub use file::{CaptureError, FileSummary, read_capture_file};
+
+use mamori_models::Timestamp;
+
+/// A link-layer type as stored in pcap headers (the `LINKTYPE_*` numbers of tcpdump.org).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LinkType(pub i32);
+
+impl LinkType {
+    pub const NULL: LinkType = LinkType(0);
+    pub const ETHERNET: LinkType = LinkType(1);
+    /// `DLT_RAW` as OpenBSD numbers it.
+    pub const RAW_OPENBSD: LinkType = LinkType(14);
+    pub const RAW_12: LinkType = LinkType(12);
+    pub const RAW: LinkType = LinkType(101);
+    pub const LOOP: LinkType = LinkType(108);
+    pub const LINUX_SLL: LinkType = LinkType(113);
+    pub const IPV4: LinkType = LinkType(228);
+    pub const IPV6: LinkType = LinkType(229);
+    pub const LINUX_SLL2: LinkType = LinkType(276);
+}
+
+/// One captured frame, borrowed from the reader's buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct RawPacket<'a> {
+    pub ts: Timestamp,
+    pub link_type: LinkType,
+    /// The captured bytes (possibly fewer than were on the wire: see `orig_len`).
+    pub data: &'a [u8],
+    pub orig_len: u32,
+}

@@ -1,0 +1,638 @@
+//! The one pipeline behind replay and (later) live capture: frames in, events out. It owns the
+//! flow table, IPv4 defragmentation, TCP reassembly and the protocol sessions, and every one
+//! of them is bounded: what a limit drops is counted in [`Counters`] and logged once.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use mamori_models::{Event, FlowEvent, ModbusEvent, Timestamp, Transport};
+
+use crate::capture::decode::decode_transport;
+use crate::capture::defrag::{DefragDrop, DefragLimits, DefragOutcome, Defragmenter};
+use crate::capture::{DecodeError, L4, RawPacket, TcpFlags, decode_frame};
+use crate::proto::modbus::{Direction, ModbusSession, SessionCounters, SessionLimits, Verdict};
+use crate::tcp::{Chunk, StreamCounters, StreamLimits, StreamReassembler};
+
+/// Pipeline settings. Timeouts are in capture time, so a replay behaves like the live agent.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// TCP ports on which Modbus/TCP is recognised.
+    pub modbus_ports: Vec<u16>,
+    /// Flows tracked at once; beyond it the least recently active are ended early.
+    pub max_flows: usize,
+    pub tcp_idle_timeout_us: i64,
+    /// How long a connection that saw FIN from both sides, or RST, lingers for stray packets.
+    pub tcp_close_timeout_us: i64,
+    pub udp_idle_timeout_us: i64,
+    pub icmp_idle_timeout_us: i64,
+    pub stream: StreamLimits,
+    /// Out-of-order bytes held across all connections.
+    pub max_reassembly_bytes: usize,
+    pub modbus: SessionLimits,
+    pub defrag: DefragLimits,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            modbus_ports: vec![crate::proto::modbus::MODBUS_TCP_PORT],
+            max_flows: 65_536,
+            tcp_idle_timeout_us: 300_000_000,
+            tcp_close_timeout_us: 5_000_000,
+            udp_idle_timeout_us: 60_000_000,
+            icmp_idle_timeout_us: 60_000_000,
+            stream: StreamLimits::default(),
+            max_reassembly_bytes: 16 * 1024 * 1024,
+            modbus: SessionLimits::default(),
+            defrag: DefragLimits::default(),
+        }
+    }
+}
+
+/// Everything the pipeline counts. Drops are counted by reason.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub unsupported_link: u64,
+    pub not_ip: u64,
+    pub malformed: u64,
+    pub other_ip_protocol: u64,
+    pub ipv4_fragments: u64,
+    pub ipv4_reassembled: u64,
+    pub fragments_dropped_table_full: u64,
+    pub fragments_dropped_oversized: u64,
+    pub fragments_expired: u64,
+    pub ipv6_fragments: u64,
+    pub flows_created: u64,
+    pub flows_ended: u64,
+    pub flows_evicted: u64,
+    pub tcp_retransmissions: u64,
+    pub tcp_out_of_order: u64,
+    pub tcp_gaps: u64,
+    pub tcp_gap_bytes: u64,
+    pub reassembly_limit_flushes: u64,
+    pub modbus_flows: u64,
+    pub not_modbus_flows: u64,
+    pub modbus_adus: u64,
+    pub modbus_resynchronisations: u64,
+    pub modbus_skipped_bytes: u64,
+    pub modbus_pending_overflows: u64,
+    pub events_modbus: u64,
+    pub events_flow: u64,
+}
+
+/// Where events go.
+pub trait EventSink {
+    fn event(&mut self, event: Event);
+}
+
+impl<F: FnMut(Event)> EventSink for F {
+    fn event(&mut self, event: Event) {
+        self(event)
+    }
+}
+
+type Endpoint = (IpAddr, u16);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FlowKey {
+    lo: Endpoint,
+    hi: Endpoint,
+    proto: u8,
+}
+
+impl FlowKey {
+    fn new(a: Endpoint, b: Endpoint, proto: u8) -> Self {
+        if a <= b { FlowKey { lo: a, hi: b, proto } } else { FlowKey { lo: b, hi: a, proto } }
+    }
+}
+
+#[derive(Debug, Default)]
+struct TcpState {
+    syn: bool,
+    syn_ack: bool,
+    fin_orig: bool,
+    fin_resp: bool,
+    rst_orig: bool,
+    rst_resp: bool,
+    /// Index 0: originator to responder; 1: back.
+    streams: [StreamReassembler; 2],
+}
+
+#[derive(Debug)]
+enum App {
+    None,
+    Modbus(Box<ModbusSession>),
+}
+
+#[derive(Debug)]
+struct Flow {
+    orig: Endpoint,
+    resp: Endpoint,
+    transport: Transport,
+    first_ts: Timestamp,
+    last_ts: Timestamp,
+    orig_pkts: u64,
+    orig_bytes: u64,
+    resp_pkts: u64,
+    resp_bytes: u64,
+    tcp: Option<Box<TcpState>>,
+    closing_since: Option<Timestamp>,
+    app: App,
+    /// Which endpoint is the Modbus server (the one on a Modbus port).
+    modbus_server: Option<Endpoint>,
+    service: Option<&'static str>,
+}
+
+/// Why a flow ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EndReason {
+    Closed,
+    Idle,
+    Evicted,
+    Reused,
+    EndOfInput,
+}
+
+/// Frames in, events out.
+#[derive(Debug)]
+pub struct Pipeline {
+    config: PipelineConfig,
+    flows: HashMap<FlowKey, Flow>,
+    defrag: Defragmenter,
+    counters: Counters,
+    modbus_counters: SessionCounters,
+    stream_counters: StreamCounters,
+    held_total: usize,
+    last_sweep_sec: i64,
+    last_ts: Timestamp,
+    modbus_out: Vec<ModbusEvent>,
+    warned: WarnedOnce,
+}
+
+#[derive(Debug, Default)]
+struct WarnedOnce {
+    flow_table_full: bool,
+    reassembly_full: bool,
+    defrag_full: bool,
+    unsupported_link: bool,
+}
+
+impl Pipeline {
+    pub fn new(config: PipelineConfig) -> Self {
+        let defrag = Defragmenter::new(config.defrag);
+        Pipeline {
+            config,
+            flows: HashMap::new(),
+            defrag,
+            counters: Counters::default(),
+            modbus_counters: SessionCounters::default(),
+            stream_counters: StreamCounters::default(),
+            held_total: 0,
+            last_sweep_sec: i64::MIN,
+            last_ts: Timestamp::default(),
+            modbus_out: Vec::new(),
+            warned: WarnedOnce::default(),
+        }
+    }
+
+    /// The counters so far.
+    pub fn counters(&self) -> Counters {
+        let mut c = self.counters.clone();
+        c.tcp_retransmissions = self.stream_counters.retransmissions;
+        c.tcp_out_of_order = self.stream_counters.out_of_order;
+        c.tcp_gaps = self.stream_counters.gaps;
+        c.tcp_gap_bytes = self.stream_counters.gap_bytes;
+        c.modbus_adus = self.modbus_counters.adus;
+        c.modbus_resynchronisations = self.modbus_counters.resynchronisations;
+        c.modbus_skipped_bytes = self.modbus_counters.skipped_bytes;
+        c.modbus_pending_overflows = self.modbus_counters.pending_overflows;
+        c
+    }
+
+    /// Flows currently tracked.
+    pub fn active_flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Processes one captured frame.
+    pub fn process(&mut self, pkt: &RawPacket<'_>, sink: &mut dyn EventSink) {
+        self.counters.packets += 1;
+        self.counters.bytes += u64::from(pkt.orig_len);
+        if pkt.ts > self.last_ts {
+            self.last_ts = pkt.ts;
+        }
+        let sec = pkt.ts.as_secs();
+        if sec != self.last_sweep_sec {
+            self.last_sweep_sec = sec;
+            self.sweep(pkt.ts, sink);
+        }
+        let decoded = match decode_frame(pkt.link_type, pkt.data) {
+            Ok(d) => d,
+            Err(DecodeError::UnsupportedLink) => {
+                self.counters.unsupported_link += 1;
+                if !std::mem::replace(&mut self.warned.unsupported_link, true) {
+                    tracing::warn!(link_type = pkt.link_type.0, "frames of an unsupported link type are skipped");
+                }
+                return;
+            }
+            Err(DecodeError::NotIp) => {
+                self.counters.not_ip += 1;
+                return;
+            }
+            Err(DecodeError::Malformed) => {
+                self.counters.malformed += 1;
+                return;
+            }
+        };
+        match decoded.l4 {
+            L4::Ipv4Fragment { id, protocol, offset, more_fragments, payload } => {
+                self.counters.ipv4_fragments += 1;
+                let outcome =
+                    self.defrag.push(pkt.ts, decoded.src, decoded.dst, id, protocol, offset, more_fragments, payload);
+                match outcome {
+                    DefragOutcome::Pending => {}
+                    DefragOutcome::Complete { protocol, payload } => {
+                        self.counters.ipv4_reassembled += 1;
+                        let l4 = decode_transport(protocol, &payload);
+                        self.on_transport(pkt.ts, decoded.src, decoded.dst, l4, sink);
+                    }
+                    DefragOutcome::Dropped(DefragDrop::Oversized) => self.counters.fragments_dropped_oversized += 1,
+                    DefragOutcome::Dropped(_) => {
+                        self.counters.fragments_dropped_table_full += 1;
+                        if !std::mem::replace(&mut self.warned.defrag_full, true) {
+                            tracing::warn!("IPv4 reassembly table full: fragments are being dropped");
+                        }
+                    }
+                }
+            }
+            L4::Ipv6Fragment => self.counters.ipv6_fragments += 1,
+            L4::Other { .. } => self.counters.other_ip_protocol += 1,
+            l4 => self.on_transport(pkt.ts, decoded.src, decoded.dst, l4, sink),
+        }
+        self.flush_modbus(sink);
+    }
+
+    /// End of input: every flow ends, every waiting request is reported.
+    pub fn finish(&mut self, sink: &mut dyn EventSink) {
+        let mut keys: Vec<(Timestamp, FlowKey)> = self.flows.iter().map(|(k, f)| (f.first_ts, *k)).collect();
+        keys.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| format!("{:?}", a.1).cmp(&format!("{:?}", b.1))));
+        for (_, key) in keys {
+            self.end_flow(&key, EndReason::EndOfInput, sink);
+        }
+    }
+
+    fn on_transport(&mut self, ts: Timestamp, src: IpAddr, dst: IpAddr, l4: L4<'_>, sink: &mut dyn EventSink) {
+        let (proto, sport, dport, transport) = match l4 {
+            L4::Tcp { src_port, dst_port, .. } => (6, src_port, dst_port, Transport::Tcp),
+            L4::Udp { src_port, dst_port, .. } => (17, src_port, dst_port, Transport::Udp),
+            L4::Icmp { .. } => (1, 0, 0, Transport::Icmp),
+            _ => return,
+        };
+        let sender = (src, sport);
+        let receiver = (dst, dport);
+        let key = FlowKey::new(sender, receiver, proto);
+        let flags = match l4 {
+            L4::Tcp { flags, .. } => flags,
+            _ => TcpFlags::default(),
+        };
+        // A fresh SYN on a connection that already closed starts a new connection.
+        if flags.syn && !flags.ack {
+            if let Some(f) = self.flows.get(&key) {
+                if f.closing_since.is_some() || f.tcp.as_ref().is_some_and(|t| t.syn_ack && (t.fin_orig || t.rst_orig || t.rst_resp)) {
+                    self.end_flow(&key, EndReason::Reused, sink);
+                }
+            }
+        }
+        if !self.flows.contains_key(&key) {
+            self.make_room(ts, sink);
+            let flow = self.new_flow(ts, sender, receiver, transport, flags, l4);
+            self.flows.insert(key, flow);
+            self.counters.flows_created += 1;
+        }
+        let Some(flow) = self.flows.get_mut(&key) else { return };
+        flow.last_ts = ts;
+        let from_orig = sender == flow.orig;
+        match l4 {
+            L4::Tcp { seq, ack, flags, payload, missing, .. } => {
+                let dir_idx = usize::from(!from_orig);
+                if from_orig {
+                    flow.orig_pkts += 1;
+                    flow.orig_bytes += payload.len() as u64 + u64::from(missing);
+                } else {
+                    flow.resp_pkts += 1;
+                    flow.resp_bytes += payload.len() as u64 + u64::from(missing);
+                }
+                let Flow { tcp, app, modbus_server, closing_since, .. } = flow;
+                let Some(tcp) = tcp.as_mut() else { return };
+                let modbus_dir = |to_other_from_sender: bool| -> Direction {
+                    // `true`: bytes sent by `sender`; `false`: bytes sent by the other side.
+                    let sent_by_server = (Some(sender) == *modbus_server) == to_other_from_sender;
+                    if sent_by_server { Direction::ToClient } else { Direction::ToServer }
+                };
+                let deliver_to = |dir: Direction, chunk: Chunk<'_>, app: &mut App, out: &mut Vec<ModbusEvent>, mc: &mut SessionCounters| {
+                    if let App::Modbus(session) = app {
+                        match chunk {
+                            Chunk::Data(d) => session.on_data(dir, ts, d, mc, out),
+                            Chunk::Gap(_) => session.on_gap(dir),
+                        }
+                    }
+                };
+                if flags.syn {
+                    if flags.ack {
+                        tcp.syn_ack = true;
+                    } else if from_orig {
+                        tcp.syn = true;
+                    }
+                    if let Some(s) = tcp.streams.get_mut(dir_idx) {
+                        s.on_syn(seq);
+                    }
+                }
+                let [s0, s1] = &mut tcp.streams;
+                let (mine, theirs) = if dir_idx == 0 { (s0, s1) } else { (s1, s0) };
+                let out = &mut self.modbus_out;
+                let mc = &mut self.modbus_counters;
+                let sc = &mut self.stream_counters;
+                if flags.ack {
+                    let other_dir = modbus_dir(false);
+                    theirs.on_peer_ack(ack, sc, &mut |c| deliver_to(other_dir, c, app, out, mc));
+                }
+                let held_before = mine.held_bytes();
+                let my_dir = modbus_dir(true);
+                mine.on_segment(seq, payload, missing, &self.config.stream, sc, &mut |c| deliver_to(my_dir, c, app, out, mc));
+                if flags.fin || flags.rst {
+                    mine.flush(sc, &mut |c| deliver_to(my_dir, c, app, out, mc));
+                }
+                if flags.rst {
+                    let other_dir = modbus_dir(false);
+                    theirs.flush(sc, &mut |c| deliver_to(other_dir, c, app, out, mc));
+                }
+                let held_after = mine.held_bytes();
+                self.held_total = (self.held_total + held_after).saturating_sub(held_before);
+                if self.held_total > self.config.max_reassembly_bytes {
+                    self.counters.reassembly_limit_flushes += 1;
+                    if !std::mem::replace(&mut self.warned.reassembly_full, true) {
+                        tracing::warn!(limit_bytes = self.config.max_reassembly_bytes, "TCP reassembly memory limit reached: held segments are flushed with gaps");
+                    }
+                    let before = mine.held_bytes();
+                    mine.flush(sc, &mut |c| deliver_to(my_dir, c, app, out, mc));
+                    self.held_total = self.held_total.saturating_sub(before);
+                }
+                if flags.fin {
+                    if from_orig { tcp.fin_orig = true } else { tcp.fin_resp = true }
+                }
+                if flags.rst {
+                    if from_orig { tcp.rst_orig = true } else { tcp.rst_resp = true }
+                }
+                if (tcp.fin_orig && tcp.fin_resp) || flags.rst {
+                    closing_since.get_or_insert(ts);
+                }
+                if let App::Modbus(session) = &flow.app {
+                    match session.verdict() {
+                        Verdict::Modbus if flow.service.is_none() => {
+                            flow.service = Some("modbus");
+                            self.counters.modbus_flows += 1;
+                        }
+                        Verdict::NotModbus => {
+                            self.counters.not_modbus_flows += 1;
+                            flow.app = App::None;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            L4::Udp { payload, .. } => {
+                if from_orig {
+                    flow.orig_pkts += 1;
+                    flow.orig_bytes += payload.len() as u64;
+                } else {
+                    flow.resp_pkts += 1;
+                    flow.resp_bytes += payload.len() as u64;
+                }
+            }
+            _ => {
+                if from_orig { flow.orig_pkts += 1 } else { flow.resp_pkts += 1 }
+            }
+        }
+    }
+
+    fn new_flow(&self, ts: Timestamp, sender: Endpoint, receiver: Endpoint, transport: Transport, flags: TcpFlags, l4: L4<'_>) -> Flow {
+        let is_modbus_port = |p: u16| transport == Transport::Tcp && self.config.modbus_ports.contains(&p);
+        // Who originated: the SYN's sender; the SYN-ACK's receiver; otherwise (picked up
+        // mid-stream) the side talking to a known server port, or else the first sender.
+        let sender_is_orig = if flags.syn {
+            !flags.ack
+        } else if is_modbus_port(sender.1) && !is_modbus_port(receiver.1) {
+            false
+        } else {
+            true
+        };
+        let (orig, resp) = if sender_is_orig { (sender, receiver) } else { (receiver, sender) };
+        let (orig, resp) = match l4 {
+            // ICMP has no ports; keep type and code where ports would be, as Zeek does.
+            L4::Icmp { icmp_type, code } => ((orig.0, u16::from(icmp_type)), (resp.0, u16::from(code))),
+            _ => (orig, resp),
+        };
+        let modbus_server = if is_modbus_port(resp.1) {
+            Some(resp)
+        } else if is_modbus_port(orig.1) {
+            Some(orig)
+        } else {
+            None
+        };
+        let app = match modbus_server {
+            Some(server) => {
+                let client = if server == resp { orig } else { resp };
+                App::Modbus(Box::new(ModbusSession::new(client, server, self.config.modbus)))
+            }
+            None => App::None,
+        };
+        Flow {
+            orig,
+            resp,
+            transport,
+            first_ts: ts,
+            last_ts: ts,
+            orig_pkts: 0,
+            orig_bytes: 0,
+            resp_pkts: 0,
+            resp_bytes: 0,
+            tcp: (transport == Transport::Tcp).then(Box::<TcpState>::default),
+            closing_since: None,
+            app,
+            modbus_server,
+            service: None,
+        }
+    }
+
+    /// Ends flows that closed or went idle.
+    fn sweep(&mut self, now: Timestamp, sink: &mut dyn EventSink) {
+        let cfg = &self.config;
+        let mut expired: Vec<(Timestamp, FlowKey, EndReason)> = self
+            .flows
+            .iter()
+            .filter_map(|(k, f)| {
+                let idle = now.as_micros().saturating_sub(f.last_ts.as_micros());
+                if let Some(c) = f.closing_since {
+                    if now.as_micros().saturating_sub(c.as_micros()) > cfg.tcp_close_timeout_us {
+                        return Some((f.first_ts, *k, EndReason::Closed));
+                    }
+                }
+                let limit = match f.transport {
+                    Transport::Tcp => cfg.tcp_idle_timeout_us,
+                    Transport::Udp => cfg.udp_idle_timeout_us,
+                    Transport::Icmp => cfg.icmp_idle_timeout_us,
+                };
+                (idle > limit).then_some((f.first_ts, *k, EndReason::Idle))
+            })
+            .collect();
+        expired.sort_by_key(|e| e.0);
+        for (_, key, reason) in expired {
+            self.end_flow(&key, reason, sink);
+        }
+        self.counters.fragments_expired += self.defrag.expire(now) as u64;
+        // Requests whose response never came are released by time, not only at flow end.
+        for flow in self.flows.values_mut() {
+            if let App::Modbus(session) = &mut flow.app {
+                session.finish_timed_out(now, &mut self.modbus_counters, &mut self.modbus_out);
+            }
+        }
+        self.flush_modbus(sink);
+    }
+
+    /// Keeps the table under its limit: the least recently active sixteenth goes.
+    fn make_room(&mut self, now: Timestamp, sink: &mut dyn EventSink) {
+        if self.flows.len() < self.config.max_flows {
+            return;
+        }
+        self.sweep(now, sink);
+        if self.flows.len() < self.config.max_flows {
+            return;
+        }
+        if !std::mem::replace(&mut self.warned.flow_table_full, true) {
+            tracing::warn!(max_flows = self.config.max_flows, "flow table full: the least recently active flows are ended early");
+        }
+        let mut by_age: Vec<(Timestamp, FlowKey)> = self.flows.iter().map(|(k, f)| (f.last_ts, *k)).collect();
+        let n = (by_age.len() / 16).max(1);
+        by_age.select_nth_unstable_by_key(n - 1, |e| e.0);
+        by_age.truncate(n);
+        by_age.sort_by_key(|e| e.0);
+        for (_, key) in by_age {
+            self.counters.flows_evicted += 1;
+            self.end_flow(&key, EndReason::Evicted, sink);
+        }
+    }
+
+    fn end_flow(&mut self, key: &FlowKey, reason: EndReason, sink: &mut dyn EventSink) {
+        let Some(mut flow) = self.flows.remove(key) else { return };
+        self.counters.flows_ended += 1;
+        let sc = &mut self.stream_counters;
+        let mc = &mut self.modbus_counters;
+        let out = &mut self.modbus_out;
+        if let Some(tcp) = flow.tcp.as_mut() {
+            for (idx, stream) in tcp.streams.iter_mut().enumerate() {
+                let held = stream.held_bytes();
+                self.held_total = self.held_total.saturating_sub(held);
+                let sender = if idx == 0 { flow.orig } else { flow.resp };
+                let dir = if Some(sender) == flow.modbus_server { Direction::ToClient } else { Direction::ToServer };
+                let app = &mut flow.app;
+                stream.flush(sc, &mut |c| {
+                    if let App::Modbus(session) = app {
+                        match c {
+                            Chunk::Data(d) => session.on_data(dir, flow.last_ts, d, mc, out),
+                            Chunk::Gap(_) => session.on_gap(dir),
+                        }
+                    }
+                });
+            }
+        }
+        if let App::Modbus(session) = &mut flow.app {
+            session.finish(flow.last_ts, mc, out);
+            if session.verdict() == Verdict::Modbus && flow.service.is_none() {
+                flow.service = Some("modbus");
+                self.counters.modbus_flows += 1;
+            }
+        }
+        self.flush_modbus(sink);
+        self.counters.events_flow += 1;
+        sink.event(Event::Flow(FlowEvent {
+            ts: flow.first_ts,
+            end_ts: flow.last_ts,
+            transport: flow.transport,
+            src_ip: flow.orig.0,
+            src_port: flow.orig.1,
+            dst_ip: flow.resp.0,
+            dst_port: flow.resp.1,
+            service: flow.service.map(Cow::Borrowed),
+            orig_pkts: flow.orig_pkts,
+            orig_bytes: flow.orig_bytes,
+            resp_pkts: flow.resp_pkts,
+            resp_bytes: flow.resp_bytes,
+            state: Cow::Borrowed(conn_state(&flow)),
+            reason: Cow::Borrowed(match reason {
+                EndReason::Closed => "closed",
+                EndReason::Idle => "idle",
+                EndReason::Evicted => "evicted",
+                EndReason::Reused => "reused",
+                EndReason::EndOfInput => "end_of_input",
+            }),
+            anomalies: Vec::new(),
+        }));
+    }
+
+    fn flush_modbus(&mut self, sink: &mut dyn EventSink) {
+        for e in self.modbus_out.drain(..) {
+            self.counters.events_modbus += 1;
+            sink.event(Event::Modbus(e));
+        }
+    }
+}
+
+/// Zeek's `conn_state` for a flow.
+fn conn_state(flow: &Flow) -> &'static str {
+    let Some(t) = flow.tcp.as_deref() else {
+        return if flow.resp_pkts > 0 { "SF" } else { "S0" };
+    };
+    match (t.syn, t.syn_ack) {
+        (true, false) => {
+            if t.rst_resp {
+                "REJ"
+            } else if t.rst_orig {
+                "RSTOS0"
+            } else if t.fin_orig {
+                "SH"
+            } else {
+                "S0"
+            }
+        }
+        (true, true) => {
+            if t.rst_orig {
+                "RSTO"
+            } else if t.rst_resp {
+                "RSTR"
+            } else if t.fin_orig && t.fin_resp {
+                "SF"
+            } else if t.fin_orig {
+                "S2"
+            } else if t.fin_resp {
+                "S3"
+            } else {
+                "S1"
+            }
+        }
+        (false, true) => {
+            if t.rst_resp {
+                "RSTRH"
+            } else if t.fin_resp {
+                "SHR"
+            } else {
+                "OTH"
+            }
+        }
+        (false, false) => "OTH",
+    }
+}
