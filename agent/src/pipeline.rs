@@ -107,7 +107,19 @@ struct FlowKey {
 
 impl FlowKey {
     fn new(a: Endpoint, b: Endpoint, proto: u8) -> Self {
-        if a <= b { FlowKey { lo: a, hi: b, proto } } else { FlowKey { lo: b, hi: a, proto } }
+        if a <= b {
+            FlowKey {
+                lo: a,
+                hi: b,
+                proto,
+            }
+        } else {
+            FlowKey {
+                lo: b,
+                hi: a,
+                proto,
+            }
+        }
     }
 }
 
@@ -236,7 +248,10 @@ impl Pipeline {
             Err(DecodeError::UnsupportedLink) => {
                 self.counters.unsupported_link += 1;
                 if !std::mem::replace(&mut self.warned.unsupported_link, true) {
-                    tracing::warn!(link_type = pkt.link_type.0, "frames of an unsupported link type are skipped");
+                    tracing::warn!(
+                        link_type = pkt.link_type.0,
+                        "frames of an unsupported link type are skipped"
+                    );
                 }
                 return;
             }
@@ -250,10 +265,24 @@ impl Pipeline {
             }
         };
         match decoded.l4 {
-            L4::Ipv4Fragment { id, protocol, offset, more_fragments, payload } => {
+            L4::Ipv4Fragment {
+                id,
+                protocol,
+                offset,
+                more_fragments,
+                payload,
+            } => {
                 self.counters.ipv4_fragments += 1;
-                let outcome =
-                    self.defrag.push(pkt.ts, decoded.src, decoded.dst, id, protocol, offset, more_fragments, payload);
+                let outcome = self.defrag.push(
+                    pkt.ts,
+                    decoded.src,
+                    decoded.dst,
+                    id,
+                    protocol,
+                    offset,
+                    more_fragments,
+                    payload,
+                );
                 match outcome {
                     DefragOutcome::Pending => {}
                     DefragOutcome::Complete { protocol, payload } => {
@@ -261,11 +290,15 @@ impl Pipeline {
                         let l4 = decode_transport(protocol, &payload);
                         self.on_transport(pkt.ts, decoded.src, decoded.dst, l4, sink);
                     }
-                    DefragOutcome::Dropped(DefragDrop::Oversized) => self.counters.fragments_dropped_oversized += 1,
+                    DefragOutcome::Dropped(DefragDrop::Oversized) => {
+                        self.counters.fragments_dropped_oversized += 1
+                    }
                     DefragOutcome::Dropped(_) => {
                         self.counters.fragments_dropped_table_full += 1;
                         if !std::mem::replace(&mut self.warned.defrag_full, true) {
-                            tracing::warn!("IPv4 reassembly table full: fragments are being dropped");
+                            tracing::warn!(
+                                "IPv4 reassembly table full: fragments are being dropped"
+                            );
                         }
                     }
                 }
@@ -279,17 +312,32 @@ impl Pipeline {
 
     /// End of input: every flow ends, every waiting request is reported.
     pub fn finish(&mut self, sink: &mut dyn EventSink) {
-        let mut keys: Vec<(Timestamp, FlowKey)> = self.flows.iter().map(|(k, f)| (f.first_ts, *k)).collect();
-        keys.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| format!("{:?}", a.1).cmp(&format!("{:?}", b.1))));
+        let mut keys: Vec<(Timestamp, FlowKey)> =
+            self.flows.iter().map(|(k, f)| (f.first_ts, *k)).collect();
+        keys.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| format!("{:?}", a.1).cmp(&format!("{:?}", b.1)))
+        });
         for (_, key) in keys {
             self.end_flow(&key, EndReason::EndOfInput, sink);
         }
     }
 
-    fn on_transport(&mut self, ts: Timestamp, src: IpAddr, dst: IpAddr, l4: L4<'_>, sink: &mut dyn EventSink) {
+    fn on_transport(
+        &mut self,
+        ts: Timestamp,
+        src: IpAddr,
+        dst: IpAddr,
+        l4: L4<'_>,
+        sink: &mut dyn EventSink,
+    ) {
         let (proto, sport, dport, transport) = match l4 {
-            L4::Tcp { src_port, dst_port, .. } => (6, src_port, dst_port, Transport::Tcp),
-            L4::Udp { src_port, dst_port, .. } => (17, src_port, dst_port, Transport::Udp),
+            L4::Tcp {
+                src_port, dst_port, ..
+            } => (6, src_port, dst_port, Transport::Tcp),
+            L4::Udp {
+                src_port, dst_port, ..
+            } => (17, src_port, dst_port, Transport::Udp),
             L4::Icmp { .. } => (1, 0, 0, Transport::Icmp),
             _ => return,
         };
@@ -301,12 +349,15 @@ impl Pipeline {
             _ => TcpFlags::default(),
         };
         // A fresh SYN on a connection that already closed starts a new connection.
-        if flags.syn && !flags.ack {
-            if let Some(f) = self.flows.get(&key) {
-                if f.closing_since.is_some() || f.tcp.as_ref().is_some_and(|t| t.syn_ack && (t.fin_orig || t.rst_orig || t.rst_resp)) {
-                    self.end_flow(&key, EndReason::Reused, sink);
-                }
-            }
+        if flags.syn
+            && !flags.ack
+            && let Some(f) = self.flows.get(&key)
+            && (f.closing_since.is_some()
+                || f.tcp
+                    .as_ref()
+                    .is_some_and(|t| t.syn_ack && (t.fin_orig || t.rst_orig || t.rst_resp)))
+        {
+            self.end_flow(&key, EndReason::Reused, sink);
         }
         if !self.flows.contains_key(&key) {
             self.make_room(ts, sink);
@@ -314,11 +365,20 @@ impl Pipeline {
             self.flows.insert(key, flow);
             self.counters.flows_created += 1;
         }
-        let Some(flow) = self.flows.get_mut(&key) else { return };
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
         flow.last_ts = ts;
         let from_orig = sender == flow.orig;
         match l4 {
-            L4::Tcp { seq, ack, flags, payload, missing, .. } => {
+            L4::Tcp {
+                seq,
+                ack,
+                flags,
+                payload,
+                missing,
+                ..
+            } => {
                 let dir_idx = usize::from(!from_orig);
                 if from_orig {
                     flow.orig_pkts += 1;
@@ -327,14 +387,28 @@ impl Pipeline {
                     flow.resp_pkts += 1;
                     flow.resp_bytes += payload.len() as u64 + u64::from(missing);
                 }
-                let Flow { tcp, app, modbus_server, closing_since, .. } = flow;
+                let Flow {
+                    tcp,
+                    app,
+                    modbus_server,
+                    closing_since,
+                    ..
+                } = flow;
                 let Some(tcp) = tcp.as_mut() else { return };
                 let modbus_dir = |to_other_from_sender: bool| -> Direction {
                     // `true`: bytes sent by `sender`; `false`: bytes sent by the other side.
                     let sent_by_server = (Some(sender) == *modbus_server) == to_other_from_sender;
-                    if sent_by_server { Direction::ToClient } else { Direction::ToServer }
+                    if sent_by_server {
+                        Direction::ToClient
+                    } else {
+                        Direction::ToServer
+                    }
                 };
-                let deliver_to = |dir: Direction, chunk: Chunk<'_>, app: &mut App, out: &mut Vec<ModbusEvent>, mc: &mut SessionCounters| {
+                let deliver_to = |dir: Direction,
+                                  chunk: Chunk<'_>,
+                                  app: &mut App,
+                                  out: &mut Vec<ModbusEvent>,
+                                  mc: &mut SessionCounters| {
                     if let App::Modbus(session) = app {
                         match chunk {
                             Chunk::Data(d) => session.on_data(dir, ts, d, mc, out),
@@ -363,7 +437,9 @@ impl Pipeline {
                 }
                 let held_before = mine.held_bytes();
                 let my_dir = modbus_dir(true);
-                mine.on_segment(seq, payload, missing, &self.config.stream, sc, &mut |c| deliver_to(my_dir, c, app, out, mc));
+                mine.on_segment(seq, payload, missing, &self.config.stream, sc, &mut |c| {
+                    deliver_to(my_dir, c, app, out, mc)
+                });
                 if flags.fin || flags.rst {
                     mine.flush(sc, &mut |c| deliver_to(my_dir, c, app, out, mc));
                 }
@@ -376,17 +452,28 @@ impl Pipeline {
                 if self.held_total > self.config.max_reassembly_bytes {
                     self.counters.reassembly_limit_flushes += 1;
                     if !std::mem::replace(&mut self.warned.reassembly_full, true) {
-                        tracing::warn!(limit_bytes = self.config.max_reassembly_bytes, "TCP reassembly memory limit reached: held segments are flushed with gaps");
+                        tracing::warn!(
+                            limit_bytes = self.config.max_reassembly_bytes,
+                            "TCP reassembly memory limit reached: held segments are flushed with gaps"
+                        );
                     }
                     let before = mine.held_bytes();
                     mine.flush(sc, &mut |c| deliver_to(my_dir, c, app, out, mc));
                     self.held_total = self.held_total.saturating_sub(before);
                 }
                 if flags.fin {
-                    if from_orig { tcp.fin_orig = true } else { tcp.fin_resp = true }
+                    if from_orig {
+                        tcp.fin_orig = true
+                    } else {
+                        tcp.fin_resp = true
+                    }
                 }
                 if flags.rst {
-                    if from_orig { tcp.rst_orig = true } else { tcp.rst_resp = true }
+                    if from_orig {
+                        tcp.rst_orig = true
+                    } else {
+                        tcp.rst_resp = true
+                    }
                 }
                 if (tcp.fin_orig && tcp.fin_resp) || flags.rst {
                     closing_since.get_or_insert(ts);
@@ -415,26 +502,43 @@ impl Pipeline {
                 }
             }
             _ => {
-                if from_orig { flow.orig_pkts += 1 } else { flow.resp_pkts += 1 }
+                if from_orig {
+                    flow.orig_pkts += 1
+                } else {
+                    flow.resp_pkts += 1
+                }
             }
         }
     }
 
-    fn new_flow(&self, ts: Timestamp, sender: Endpoint, receiver: Endpoint, transport: Transport, flags: TcpFlags, l4: L4<'_>) -> Flow {
-        let is_modbus_port = |p: u16| transport == Transport::Tcp && self.config.modbus_ports.contains(&p);
+    fn new_flow(
+        &self,
+        ts: Timestamp,
+        sender: Endpoint,
+        receiver: Endpoint,
+        transport: Transport,
+        flags: TcpFlags,
+        l4: L4<'_>,
+    ) -> Flow {
+        let is_modbus_port =
+            |p: u16| transport == Transport::Tcp && self.config.modbus_ports.contains(&p);
         // Who originated: the SYN's sender; the SYN-ACK's receiver; otherwise (picked up
         // mid-stream) the side talking to a known server port, or else the first sender.
         let sender_is_orig = if flags.syn {
             !flags.ack
-        } else if is_modbus_port(sender.1) && !is_modbus_port(receiver.1) {
-            false
         } else {
-            true
+            !is_modbus_port(sender.1) || is_modbus_port(receiver.1)
         };
-        let (orig, resp) = if sender_is_orig { (sender, receiver) } else { (receiver, sender) };
+        let (orig, resp) = if sender_is_orig {
+            (sender, receiver)
+        } else {
+            (receiver, sender)
+        };
         let (orig, resp) = match l4 {
             // ICMP has no ports; keep type and code where ports would be, as Zeek does.
-            L4::Icmp { icmp_type, code } => ((orig.0, u16::from(icmp_type)), (resp.0, u16::from(code))),
+            L4::Icmp { icmp_type, code } => {
+                ((orig.0, u16::from(icmp_type)), (resp.0, u16::from(code)))
+            }
             _ => (orig, resp),
         };
         let modbus_server = if is_modbus_port(resp.1) {
@@ -447,7 +551,11 @@ impl Pipeline {
         let app = match modbus_server {
             Some(server) => {
                 let client = if server == resp { orig } else { resp };
-                App::Modbus(Box::new(ModbusSession::new(client, server, self.config.modbus)))
+                App::Modbus(Box::new(ModbusSession::new(
+                    client,
+                    server,
+                    self.config.modbus,
+                )))
             }
             None => App::None,
         };
@@ -477,10 +585,10 @@ impl Pipeline {
             .iter()
             .filter_map(|(k, f)| {
                 let idle = now.as_micros().saturating_sub(f.last_ts.as_micros());
-                if let Some(c) = f.closing_since {
-                    if now.as_micros().saturating_sub(c.as_micros()) > cfg.tcp_close_timeout_us {
-                        return Some((f.first_ts, *k, EndReason::Closed));
-                    }
+                if let Some(c) = f.closing_since
+                    && now.as_micros().saturating_sub(c.as_micros()) > cfg.tcp_close_timeout_us
+                {
+                    return Some((f.first_ts, *k, EndReason::Closed));
                 }
                 let limit = match f.transport {
                     Transport::Tcp => cfg.tcp_idle_timeout_us,
@@ -514,9 +622,13 @@ impl Pipeline {
             return;
         }
         if !std::mem::replace(&mut self.warned.flow_table_full, true) {
-            tracing::warn!(max_flows = self.config.max_flows, "flow table full: the least recently active flows are ended early");
+            tracing::warn!(
+                max_flows = self.config.max_flows,
+                "flow table full: the least recently active flows are ended early"
+            );
         }
-        let mut by_age: Vec<(Timestamp, FlowKey)> = self.flows.iter().map(|(k, f)| (f.last_ts, *k)).collect();
+        let mut by_age: Vec<(Timestamp, FlowKey)> =
+            self.flows.iter().map(|(k, f)| (f.last_ts, *k)).collect();
         let n = (by_age.len() / 16).max(1);
         by_age.select_nth_unstable_by_key(n - 1, |e| e.0);
         by_age.truncate(n);
@@ -528,7 +640,9 @@ impl Pipeline {
     }
 
     fn end_flow(&mut self, key: &FlowKey, reason: EndReason, sink: &mut dyn EventSink) {
-        let Some(mut flow) = self.flows.remove(key) else { return };
+        let Some(mut flow) = self.flows.remove(key) else {
+            return;
+        };
         self.counters.flows_ended += 1;
         let sc = &mut self.stream_counters;
         let mc = &mut self.modbus_counters;
@@ -538,7 +652,11 @@ impl Pipeline {
                 let held = stream.held_bytes();
                 self.held_total = self.held_total.saturating_sub(held);
                 let sender = if idx == 0 { flow.orig } else { flow.resp };
-                let dir = if Some(sender) == flow.modbus_server { Direction::ToClient } else { Direction::ToServer };
+                let dir = if Some(sender) == flow.modbus_server {
+                    Direction::ToClient
+                } else {
+                    Direction::ToServer
+                };
                 let app = &mut flow.app;
                 stream.flush(sc, &mut |c| {
                     if let App::Modbus(session) = app {

@@ -16,7 +16,10 @@ pub struct StreamLimits {
 
 impl Default for StreamLimits {
     fn default() -> Self {
-        StreamLimits { max_held_bytes: 256 * 1024, max_held_segments: 64 }
+        StreamLimits {
+            max_held_bytes: 256 * 1024,
+            max_held_segments: 64,
+        }
     }
 }
 
@@ -102,7 +105,8 @@ impl StreamReassembler {
             counters.out_of_order += 1;
             let off = self.next_off + diff as u64;
             self.hold(off, payload, missing);
-            if self.held_bytes > limits.max_held_bytes || self.held.len() > limits.max_held_segments {
+            if self.held_bytes > limits.max_held_bytes || self.held.len() > limits.max_held_segments
+            {
                 self.skip_to_held(counters, deliver);
             }
         }
@@ -110,14 +114,24 @@ impl StreamReassembler {
 
     /// An acknowledgement from the other side: bytes it acknowledged that we never saw are lost
     /// from the capture, so any hold waiting on them can go.
-    pub fn on_peer_ack(&mut self, ack: u32, counters: &mut StreamCounters, deliver: &mut dyn FnMut(Chunk<'_>)) {
+    pub fn on_peer_ack(
+        &mut self,
+        ack: u32,
+        counters: &mut StreamCounters,
+        deliver: &mut dyn FnMut(Chunk<'_>),
+    ) {
         let Some(next) = self.next_seq else { return };
         let diff = i64::from(ack.wrapping_sub(next) as i32);
         if diff <= 0 || self.held.is_empty() {
             return;
         }
         let ack_off = self.next_off + diff as u64;
-        if self.held.keys().next().is_some_and(|&first| first <= ack_off) {
+        if self
+            .held
+            .keys()
+            .next()
+            .is_some_and(|&first| first <= ack_off)
+        {
             self.skip_to_held(counters, deliver);
         }
     }
@@ -137,7 +151,12 @@ impl StreamReassembler {
         }
     }
 
-    fn skip_gap(&mut self, n: u64, counters: &mut StreamCounters, deliver: &mut dyn FnMut(Chunk<'_>)) {
+    fn skip_gap(
+        &mut self,
+        n: u64,
+        counters: &mut StreamCounters,
+        deliver: &mut dyn FnMut(Chunk<'_>),
+    ) {
         counters.gaps += 1;
         counters.gap_bytes += n;
         self.advance(n);
@@ -166,22 +185,25 @@ impl StreamReassembler {
 
     /// Declares the hole before the first held segment lost and delivers from there.
     fn skip_to_held(&mut self, counters: &mut StreamCounters, deliver: &mut dyn FnMut(Chunk<'_>)) {
-        let Some(&first) = self.held.keys().next() else { return };
+        let Some(&first) = self.held.keys().next() else {
+            return;
+        };
         if first > self.next_off {
             self.skip_gap(first - self.next_off, counters, deliver);
         }
         self.drain(counters, deliver);
         // An empty marker entry (snaplen cut) left in front: the bytes behind it are lost
         // until the next held segment.
-        if let Some((&off, data)) = self.held.iter().next() {
-            if off <= self.next_off && data.is_empty() {
-                self.held.remove(&off);
-                if let Some(&next) = self.held.keys().next() {
-                    if next > self.next_off {
-                        self.skip_gap(next - self.next_off, counters, deliver);
-                    }
-                    self.drain(counters, deliver);
+        if let Some((&off, data)) = self.held.iter().next()
+            && off <= self.next_off
+            && data.is_empty()
+        {
+            self.held.remove(&off);
+            if let Some(&next) = self.held.keys().next() {
+                if next > self.next_off {
+                    self.skip_gap(next - self.next_off, counters, deliver);
                 }
+                self.drain(counters, deliver);
             }
         }
     }
@@ -217,10 +239,17 @@ mod tests {
 
     fn run(r: &mut StreamReassembler, seq: u32, data: &[u8], got: &mut Vec<u8>, gaps: &mut u64) {
         let mut c = StreamCounters::default();
-        r.on_segment(seq, data, 0, &StreamLimits::default(), &mut c, &mut |ch| match ch {
-            Chunk::Data(d) => got.extend_from_slice(d),
-            Chunk::Gap(n) => *gaps += n,
-        });
+        r.on_segment(
+            seq,
+            data,
+            0,
+            &StreamLimits::default(),
+            &mut c,
+            &mut |ch| match ch {
+                Chunk::Data(d) => got.extend_from_slice(d),
+                Chunk::Gap(n) => *gaps += n,
+            },
+        );
     }
 
     #[test]

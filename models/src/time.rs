@@ -18,7 +18,10 @@ impl Timestamp {
 
     /// From whole seconds and a sub-second part in nanoseconds (truncated to microseconds).
     pub const fn from_secs_nanos(secs: i64, nanos: u32) -> Self {
-        Timestamp(secs.saturating_mul(MICROS_PER_SEC).saturating_add((nanos / 1000) as i64))
+        Timestamp(
+            secs.saturating_mul(MICROS_PER_SEC)
+                .saturating_add((nanos / 1000) as i64),
+        )
     }
 
     pub const fn as_micros(self) -> i64 {
@@ -59,7 +62,10 @@ impl Timestamp {
             out.push_str(std::str::from_utf8(&buf).unwrap_or("0000-00-00T00:00:00.000000Z"));
         } else {
             use fmt::Write;
-            let _ = write!(out, "{y:+05}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{micros:06}Z");
+            let _ = write!(
+                out,
+                "{y:+05}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{micros:06}Z"
+            );
         }
     }
 
@@ -87,7 +93,13 @@ impl Timestamp {
         }
         let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
         let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-        if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || se > 60 {
+        if !(1..=12).contains(&mo)
+            || d < 1
+            || d > days_in_month(y, mo)
+            || h > 23
+            || mi > 59
+            || se > 60
+        {
             return None;
         }
         let mut i = 19;
@@ -95,9 +107,9 @@ impl Timestamp {
         if b.get(i) == Some(&b'.') {
             i += 1;
             let start = i;
-            while b.get(i).is_some_and(u8::is_ascii_digit) {
+            while let Some(&c) = b.get(i).filter(|c| c.is_ascii_digit()) {
                 if i - start < 6 {
-                    micros = micros * 10 + i64::from(b[i] - b'0');
+                    micros = micros * 10 + i64::from(c - b'0');
                 }
                 i += 1;
             }
@@ -206,14 +218,23 @@ mod tests {
     fn formats_like_the_contract() {
         let t = Timestamp::from_secs_nanos(1_352_718_246, 593_402_000);
         assert_eq!(t.to_string(), "2012-11-12T11:04:06.593402Z");
-        assert_eq!(Timestamp::from_micros(0).to_string(), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(Timestamp::from_micros(-1).to_string(), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(
+            Timestamp::from_micros(0).to_string(),
+            "1970-01-01T00:00:00.000000Z"
+        );
+        assert_eq!(
+            Timestamp::from_micros(-1).to_string(),
+            "1969-12-31T23:59:59.999999Z"
+        );
     }
 
     #[test]
     fn parses_offsets_into_utc() {
         let t = Timestamp::parse_rfc3339("2003-10-11T22:14:15.003-07:00");
-        assert_eq!(t.map(|t| t.to_string()).as_deref(), Some("2003-10-12T05:14:15.003000Z"));
+        assert_eq!(
+            t.map(|t| t.to_string()).as_deref(),
+            Some("2003-10-12T05:14:15.003000Z")
+        );
         assert_eq!(Timestamp::parse_rfc3339("2003-02-29T00:00:00Z"), None);
         assert_eq!(Timestamp::parse_rfc3339("2003-10-11T22:14:15"), None);
         assert!(Timestamp::parse_rfc3339("2003-10-11T22:14:15.123456789Z").is_some());

@@ -18,8 +18,13 @@ use super::names;
 pub const MBAP_HEADER_LEN: usize = 7;
 /// The largest PDU the specification allows (256-byte serial ADU minus address and CRC).
 pub const MAX_PDU_LEN: usize = 253;
-/// Largest plausible MBAP length field: the unit id plus the largest PDU.
+/// Largest MBAP length field the specification allows: the unit id plus the largest PDU.
 pub const MAX_MBAP_LENGTH: u16 = MAX_PDU_LEN as u16 + 1;
+/// Largest length field accepted on a connection not yet known to carry Modbus. Vendor
+/// extensions (Schneider UMAS) run a few bytes over the specification.
+pub const MAX_PROBE_MBAP_LENGTH: u16 = 260;
+/// Largest length field accepted on an established Modbus connection; longer is garbage.
+pub const MAX_LENIENT_MBAP_LENGTH: u16 = 1024;
 /// Smallest MBAP length field: unit id plus a function code.
 pub const MIN_MBAP_LENGTH: u16 = 2;
 
@@ -43,8 +48,17 @@ pub struct MbapHeader {
 
 /// Parses the 7-byte MBAP header.
 pub fn parse_modbus_mbap(i: &[u8]) -> IResult<&[u8], MbapHeader> {
-    let (i, (transaction_id, protocol_id, length, unit_id)) = (be_u16, be_u16, be_u16, be_u8).parse(i)?;
-    Ok((i, MbapHeader { transaction_id, protocol_id, length, unit_id }))
+    let (i, (transaction_id, protocol_id, length, unit_id)) =
+        (be_u16, be_u16, be_u16, be_u8).parse(i)?;
+    Ok((
+        i,
+        MbapHeader {
+            transaction_id,
+            protocol_id,
+            length,
+            unit_id,
+        },
+    ))
 }
 
 /// One framed ADU, borrowed from the stream buffer.
@@ -66,20 +80,21 @@ pub enum Framing<'a> {
     NotModbus,
 }
 
-/// Whether an MBAP header is plausible: protocol id 0, a length within the specification and,
-/// when the function byte is present, a function code other than 0.
-pub fn probe_modbus(header: &MbapHeader, func: Option<u8>) -> bool {
+/// Whether an MBAP header is plausible: protocol id 0, a length of at least a unit id and a
+/// function code and at most `max_length`, and, when the function byte is present, a function
+/// code other than 0.
+pub fn probe_modbus(header: &MbapHeader, func: Option<u8>, max_length: u16) -> bool {
     header.protocol_id == 0
-        && (MIN_MBAP_LENGTH..=MAX_MBAP_LENGTH).contains(&header.length)
+        && (MIN_MBAP_LENGTH..=max_length).contains(&header.length)
         && func.is_none_or(|f| f & 0x7F != 0)
 }
 
-/// Frames one ADU at the start of `input`.
-pub fn parse_modbus_adu(input: &[u8]) -> Framing<'_> {
+/// Frames one ADU at the start of `input`, accepting length fields up to `max_length`.
+pub fn parse_modbus_adu(input: &[u8], max_length: u16) -> Framing<'_> {
     let Ok((rest, header)) = parse_modbus_mbap(input) else {
         return Framing::NeedMore;
     };
-    if !probe_modbus(&header, rest.first().copied()) {
+    if !probe_modbus(&header, rest.first().copied(), max_length) {
         return Framing::NotModbus;
     }
     let pdu_len = usize::from(header.length) - 1;
@@ -171,7 +186,7 @@ fn parse_pdu(pdu: &[u8], request: bool) -> DecodedPdu {
         parse_response_data(func, data, &mut f, &mut flags)
     };
     match result {
-        Ok((rest, ())) if rest.is_empty() => {}
+        Ok((&[], ())) => {}
         Ok(_) | Err(_) => flags.push(Anomaly::LengthMismatch),
     }
     out.fields = f;
@@ -193,7 +208,9 @@ pub fn hex(data: &[u8]) -> String {
     let mut s = String::with_capacity(data.len() * 2);
     for &b in data {
         for nibble in [b >> 4, b & 0x0F] {
-            s.push(char::from(DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0')));
+            s.push(char::from(
+                DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0'),
+            ));
         }
     }
     s
@@ -215,7 +232,12 @@ fn bits(bytes: &[u8], quantity: Option<u16>) -> Vec<bool> {
 }
 
 fn registers(bytes: &[u8]) -> Vec<u16> {
-    bytes.as_chunks::<2>().0.iter().map(|c| u16::from_be_bytes(*c)).collect()
+    bytes
+        .as_chunks::<2>()
+        .0
+        .iter()
+        .map(|c| u16::from_be_bytes(*c))
+        .collect()
 }
 
 /// Takes `n` bytes, or everything left when fewer remain (flagging it): a truncated value list
@@ -230,13 +252,26 @@ fn take_up_to<'a>(i: &'a [u8], n: usize, flags: &mut Vec<Anomaly>) -> (&'a [u8],
     }
 }
 
-fn parse_request_data<'a>(func: u8, i: &'a [u8], f: &mut ModbusPdu, flags: &mut Vec<Anomaly>) -> PResult<'a> {
+fn parse_request_data<'a>(
+    func: u8,
+    i: &'a [u8],
+    f: &mut ModbusPdu,
+    flags: &mut Vec<Anomaly>,
+) -> PResult<'a> {
     match func {
         1..=4 => {
             let (i, (address, quantity)) = (be_u16, be_u16).parse(i)?;
             f.address = Some(address);
             f.quantity = Some(quantity);
-            check_quantity(quantity, if func <= 2 { MAX_READ_BITS } else { MAX_READ_REGISTERS }, flags);
+            check_quantity(
+                quantity,
+                if func <= 2 {
+                    MAX_READ_BITS
+                } else {
+                    MAX_READ_REGISTERS
+                },
+                flags,
+            );
             Ok((i, ()))
         }
         5 | 6 => parse_single_write(func, i, f, flags),
@@ -352,7 +387,12 @@ fn parse_request_data<'a>(func: u8, i: &'a [u8], f: &mut ModbusPdu, flags: &mut 
     }
 }
 
-fn parse_response_data<'a>(func: u8, i: &'a [u8], f: &mut ModbusPdu, flags: &mut Vec<Anomaly>) -> PResult<'a> {
+fn parse_response_data<'a>(
+    func: u8,
+    i: &'a [u8],
+    f: &mut ModbusPdu,
+    flags: &mut Vec<Anomaly>,
+) -> PResult<'a> {
     match func {
         1 | 2 => {
             let (i, byte_count) = be_u8(i)?;
@@ -403,7 +443,15 @@ fn parse_response_data<'a>(func: u8, i: &'a [u8], f: &mut ModbusPdu, flags: &mut
             let (i, (address, quantity)) = (be_u16, be_u16).parse(i)?;
             f.address = Some(address);
             f.quantity = Some(quantity);
-            check_quantity(quantity, if func == 15 { MAX_WRITE_BITS } else { MAX_WRITE_REGISTERS }, flags);
+            check_quantity(
+                quantity,
+                if func == 15 {
+                    MAX_WRITE_BITS
+                } else {
+                    MAX_WRITE_REGISTERS
+                },
+                flags,
+            );
             Ok((i, ()))
         }
         17 => {
@@ -482,7 +530,8 @@ fn parse_response_data<'a>(func: u8, i: &'a [u8], f: &mut ModbusPdu, flags: &mut
                 set_hex(f, i);
                 return Ok((rest_empty(i), ()));
             }
-            let (i, (code, conformity, more, next, count)) = (be_u8, be_u8, be_u8, be_u8, be_u8).parse(i)?;
+            let (i, (code, conformity, more, next, count)) =
+                (be_u8, be_u8, be_u8, be_u8, be_u8).parse(i)?;
             f.read_device_id_code = Some(code);
             f.conformity_level = Some(conformity);
             f.more_follows = match more {
@@ -516,7 +565,12 @@ fn parse_response_data<'a>(func: u8, i: &'a [u8], f: &mut ModbusPdu, flags: &mut
     }
 }
 
-fn parse_single_write<'a>(func: u8, i: &'a [u8], f: &mut ModbusPdu, flags: &mut Vec<Anomaly>) -> PResult<'a> {
+fn parse_single_write<'a>(
+    func: u8,
+    i: &'a [u8],
+    f: &mut ModbusPdu,
+    flags: &mut Vec<Anomaly>,
+) -> PResult<'a> {
     let (i, (address, value)) = (be_u16, be_u16).parse(i)?;
     f.address = Some(address);
     f.values = Some(if func == 5 {

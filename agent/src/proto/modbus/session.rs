@@ -11,8 +11,8 @@ use mamori_models::{Anomaly, ModbusEvent, ModbusPdu, Timestamp, Values};
 
 use super::names;
 use super::parser::{
-    Adu, DecodedPdu, Framing, MAX_MBAP_LENGTH, MBAP_HEADER_LEN, parse_modbus_adu, parse_modbus_request,
-    parse_modbus_response,
+    Adu, DecodedPdu, Framing, MAX_LENIENT_MBAP_LENGTH, MAX_MBAP_LENGTH, MAX_PROBE_MBAP_LENGTH,
+    MBAP_HEADER_LEN, parse_modbus_adu, parse_modbus_request, parse_modbus_response,
 };
 
 /// Limits for one session.
@@ -26,7 +26,10 @@ pub struct SessionLimits {
 
 impl Default for SessionLimits {
     fn default() -> Self {
-        SessionLimits { max_pending: 64, response_timeout_us: 10_000_000 }
+        SessionLimits {
+            max_pending: 64,
+            response_timeout_us: 10_000_000,
+        }
     }
 }
 
@@ -65,6 +68,37 @@ struct DirState {
     gap: bool,
     /// Bytes were skipped to find the next ADU.
     resynced: bool,
+    /// Time of the segment that carried the first byte of `partial`.
+    partial_ts: Option<Timestamp>,
+}
+
+/// Which timestamp a byte offset of the framing buffer carries: the carried-over partial ADU
+/// has its own, the new segment's bytes have the segment's.
+#[derive(Clone, Copy, Debug)]
+struct Stamps {
+    carried: usize,
+    carried_ts: Timestamp,
+    ts: Timestamp,
+}
+
+impl Stamps {
+    fn at(&self, offset: usize) -> Timestamp {
+        if offset < self.carried {
+            self.carried_ts
+        } else {
+            self.ts
+        }
+    }
+}
+
+/// Keeps the unconsumed tail for the next segment. A well-formed remainder is at most one ADU;
+/// anything longer was garbage the framer gave up on, and only its tail can still start a header.
+fn keep_tail(rest: &[u8], partial: &mut Vec<u8>) {
+    partial.clear();
+    let keep = rest
+        .len()
+        .min(MBAP_HEADER_LEN + usize::from(MAX_LENIENT_MBAP_LENGTH));
+    partial.extend_from_slice(rest.get(rest.len() - keep..).unwrap_or_default());
 }
 
 #[derive(Debug)]
@@ -121,7 +155,8 @@ impl ModbusSession {
         self.dirs.iter().map(|d| d.partial.len()).sum()
     }
 
-    /// Feeds in-order stream bytes of one direction.
+    /// Feeds in-order stream bytes of one direction. An ADU gets the time of the segment that
+    /// carried its first byte (as Zeek stamps it), whichever segment completed it.
     pub fn on_data(
         &mut self,
         dir: Direction,
@@ -134,22 +169,31 @@ impl ModbusSession {
             return;
         }
         let idx = dir as usize;
-        let mut partial = std::mem::take(&mut self.dirs_mut(idx).partial);
-        let consumed_all = if partial.is_empty() {
-            let rest = self.frame(dir, ts, data, counters, out);
-            self.keep_partial(idx, rest, &mut partial);
-            true
+        let state = self.dirs_mut(idx);
+        let mut partial = std::mem::take(&mut state.partial);
+        let carried = partial.len();
+        let carried_ts = state.partial_ts.unwrap_or(ts);
+        let stamps = Stamps {
+            carried,
+            carried_ts,
+            ts,
+        };
+        let (rest_len, rest_started) = if carried == 0 {
+            let rest = self.frame(dir, stamps, data, counters, out);
+            let started = stamps.at(data.len() - rest.len());
+            keep_tail(rest, &mut partial);
+            (partial.len(), started)
         } else {
             partial.extend_from_slice(data);
             let buf = std::mem::take(&mut partial);
-            let rest = self.frame(dir, ts, &buf, counters, out);
-            self.keep_partial(idx, rest, &mut partial);
-            true
+            let rest = self.frame(dir, stamps, &buf, counters, out);
+            let started = stamps.at(buf.len() - rest.len());
+            keep_tail(rest, &mut partial);
+            (partial.len(), started)
         };
-        debug_assert!(consumed_all);
-        if let Some(d) = self.dirs.get_mut(idx) {
-            d.partial = partial;
-        }
+        let state = self.dirs_mut(idx);
+        state.partial = partial;
+        state.partial_ts = (rest_len > 0).then_some(rest_started);
         self.release(ts, false, counters, out);
     }
 
@@ -158,17 +202,28 @@ impl ModbusSession {
     pub fn on_gap(&mut self, dir: Direction) {
         if let Some(d) = self.dirs.get_mut(dir as usize) {
             d.partial.clear();
+            d.partial_ts = None;
             d.gap = true;
         }
     }
 
     /// Releases requests that waited longer than the response timeout.
-    pub fn finish_timed_out(&mut self, now: Timestamp, counters: &mut SessionCounters, out: &mut Vec<ModbusEvent>) {
+    pub fn finish_timed_out(
+        &mut self,
+        now: Timestamp,
+        counters: &mut SessionCounters,
+        out: &mut Vec<ModbusEvent>,
+    ) {
         self.release(now, false, counters, out);
     }
 
     /// Releases everything still waiting (the flow ended): unanswered requests are flagged.
-    pub fn finish(&mut self, ts: Timestamp, counters: &mut SessionCounters, out: &mut Vec<ModbusEvent>) {
+    pub fn finish(
+        &mut self,
+        ts: Timestamp,
+        counters: &mut SessionCounters,
+        out: &mut Vec<ModbusEvent>,
+    ) {
         self.release(ts, true, counters, out);
     }
 
@@ -178,25 +233,23 @@ impl ModbusSession {
         if idx == 0 { a } else { b }
     }
 
-    fn keep_partial(&mut self, _idx: usize, rest: &[u8], partial: &mut Vec<u8>) {
-        partial.clear();
-        // A well-formed remainder is at most one ADU; anything longer was garbage that the
-        // framer gave up on, and only its tail can still start a header.
-        let keep = rest.len().min(MBAP_HEADER_LEN + usize::from(MAX_MBAP_LENGTH));
-        partial.extend_from_slice(rest.get(rest.len() - keep..).unwrap_or_default());
-    }
-
     /// Frames as many ADUs as `input` holds; returns the unconsumed tail.
     fn frame<'a>(
         &mut self,
         dir: Direction,
-        ts: Timestamp,
+        stamps: Stamps,
         mut input: &'a [u8],
         counters: &mut SessionCounters,
         out: &mut Vec<ModbusEvent>,
     ) -> &'a [u8] {
+        let total = input.len();
         loop {
-            match parse_modbus_adu(input) {
+            let ts = stamps.at(total - input.len());
+            let max_length = match self.verdict {
+                Verdict::Modbus => MAX_LENIENT_MBAP_LENGTH,
+                _ => MAX_PROBE_MBAP_LENGTH,
+            };
+            match parse_modbus_adu(input, max_length) {
                 Framing::NeedMore => return input,
                 Framing::Adu(adu, n) => {
                     self.verdict = Verdict::Modbus;
@@ -231,6 +284,9 @@ impl ModbusSession {
     ) {
         let state = self.dirs_mut(dir as usize);
         let mut stream_flags = Vec::new();
+        if adu.header.length > MAX_MBAP_LENGTH {
+            stream_flags.push(Anomaly::OversizedAdu);
+        }
         if std::mem::take(&mut state.gap) {
             stream_flags.push(Anomaly::StreamGap);
         }
@@ -257,7 +313,11 @@ impl ModbusSession {
                 if unit == 0 && names::is_write_function(func) {
                     txn.flag(Anomaly::Broadcast);
                 }
-                if self.pending.iter().any(|t| t.tid == tid && t.response.is_none() && t.request.is_some()) {
+                if self
+                    .pending
+                    .iter()
+                    .any(|t| t.tid == tid && t.response.is_none() && t.request.is_some())
+                {
                     txn.flag(Anomaly::DuplicateTransactionId);
                 }
                 txn.request = Some((pdu_fields(decoded.fields, ts, adu), decoded.raw_function));
@@ -306,12 +366,18 @@ impl ModbusSession {
 
     /// Emits transactions from the front of the queue while they are complete, or when the
     /// oldest request waited longer than the response timeout, or when the flow ended.
-    fn release(&mut self, now: Timestamp, all: bool, counters: &mut SessionCounters, out: &mut Vec<ModbusEvent>) {
+    fn release(
+        &mut self,
+        now: Timestamp,
+        all: bool,
+        counters: &mut SessionCounters,
+        out: &mut Vec<ModbusEvent>,
+    ) {
         while let Some(front) = self.pending.front() {
             let done = front.response.is_some() || front.request.is_none();
-            let timed_out = front
-                .request_ts()
-                .is_some_and(|t| now.as_micros().saturating_sub(t.as_micros()) > self.limits.response_timeout_us);
+            let timed_out = front.request_ts().is_some_and(|t| {
+                now.as_micros().saturating_sub(t.as_micros()) > self.limits.response_timeout_us
+            });
             if !(done || timed_out || all) {
                 break;
             }
@@ -328,7 +394,11 @@ impl ModbusSession {
         counters.events += 1;
         let (request, _) = txn.request.map_or((None, 0), |(p, raw)| (Some(p), raw));
         let (response, exception_code) = txn.response.map_or((None, None), |(p, e)| (Some(p), e));
-        let ts = request.as_ref().or(response.as_ref()).map(|p| p.ts).unwrap_or_default();
+        let ts = request
+            .as_ref()
+            .or(response.as_ref())
+            .map(|p| p.ts)
+            .unwrap_or_default();
         let latency_us = match (&request, &response) {
             (Some(q), Some(r)) => r.ts.micros_since(q.ts),
             _ => None,
@@ -376,27 +446,42 @@ fn attach_response(txn: &mut Transaction, decoded: DecodedPdu, ts: Timestamp, ad
     if decoded.function() != txn.func {
         txn.flag(Anomaly::FunctionMismatch);
     }
-    let exception = decoded.is_exception().then_some(decoded.exception_code).flatten();
+    let exception = decoded
+        .is_exception()
+        .then_some(decoded.exception_code)
+        .flatten();
     let raw = decoded.raw_function;
     let mut fields = pdu_fields(decoded.fields, ts, adu);
     if exception.is_none() && raw == txn.func {
         check_against_request(txn, &mut fields);
     }
-    txn.response = Some((fields, if raw & 0x80 != 0 { exception.or(Some(0)) } else { None }));
+    txn.response = Some((
+        fields,
+        if raw & 0x80 != 0 {
+            exception.or(Some(0))
+        } else {
+            None
+        },
+    ));
 }
 
 /// Checks a normal response against its request: byte counts against quantities, and read
 /// coils trimmed to the quantity asked (the padding bits of the last byte mean nothing).
 fn check_against_request(txn: &mut Transaction, resp: &mut ModbusPdu) {
-    let Some((req, _)) = txn.request.as_ref() else { return };
+    let Some((req, _)) = txn.request.as_ref() else {
+        return;
+    };
     let expected_bytes = match txn.func {
         1 | 2 => req.quantity.map(|q| usize::from(q).div_ceil(8)),
         3 | 4 => req.quantity.map(|q| usize::from(q) * 2),
         23 => req.read_quantity.map(|q| usize::from(q) * 2),
         _ => None,
     };
-    let mismatch = matches!((expected_bytes, resp.byte_count), (Some(e), Some(b)) if e != usize::from(b));
-    if let (1 | 2, Some(q), Some(Values::Coils(bits))) = (txn.func, req.quantity, resp.values.as_mut()) {
+    let mismatch =
+        matches!((expected_bytes, resp.byte_count), (Some(e), Some(b)) if e != usize::from(b));
+    if let (1 | 2, Some(q), Some(Values::Coils(bits))) =
+        (txn.func, req.quantity, resp.values.as_mut())
+    {
         bits.truncate(usize::from(q));
     }
     if mismatch {
@@ -414,8 +499,11 @@ fn resync_offset(input: &[u8]) -> usize {
         if candidate.len() < MBAP_HEADER_LEN {
             return k;
         }
-        match parse_modbus_adu(candidate) {
-            Framing::Adu(_, n) => match parse_modbus_adu(candidate.get(n..).unwrap_or_default()) {
+        match parse_modbus_adu(candidate, MAX_PROBE_MBAP_LENGTH) {
+            Framing::Adu(_, n) => match parse_modbus_adu(
+                candidate.get(n..).unwrap_or_default(),
+                MAX_PROBE_MBAP_LENGTH,
+            ) {
                 Framing::NotModbus => continue,
                 Framing::Adu(..) | Framing::NeedMore => return k,
             },
