@@ -1,0 +1,317 @@
+//! Tokenisation of one log message and the type-based variable classification.
+//!
+//! A message is cut into *tokens* at whitespace and at structural punctuation (`=`, `:`, `,`,
+//! brackets, quotes, ...). Each token keeps the exact separator text in front of it, so a template
+//! can be rendered back with the message's own punctuation and spacing (`ambient=<*>`,
+//! `Calories:<*>`, `node-<*>` stay as written). Variables are recognised by their shape only
+//! (digits, hexadecimal runs, `true`/`false`/`null`): no dataset-specific rules.
+
+/// Characters that end a token and are kept, verbatim, in the separator of the next token.
+fn is_delimiter(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '=' | ','
+                | ':'
+                | ';'
+                | '('
+                | ')'
+                | '['
+                | ']'
+                | '{'
+                | '}'
+                | '"'
+                | '\''
+                | '|'
+                | '#'
+                | '@'
+        )
+}
+
+/// One token of a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Token<'a> {
+    /// Separator text between the previous token (or the start) and this one.
+    pub sep: &'a str,
+    /// The token text itself (never empty, never contains a delimiter).
+    pub text: &'a str,
+    /// Whether the token looks like a variable by its shape alone.
+    pub var: bool,
+}
+
+/// A message cut into tokens, with what follows the last token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Tokens<'a> {
+    pub tokens: Vec<Token<'a>>,
+    /// Separator text after the last token (trailing punctuation, e.g. `)` or `:`).
+    pub tail: &'a str,
+}
+
+/// Cuts `msg` into tokens. Never fails; an empty or all-punctuation message gives no tokens.
+///
+/// Variable classification works on whitespace-separated words: in a word that holds a variable
+/// part (a digit, a long hex run, a boolean), every piece is a variable except identifier-like
+/// keys written `key=` or `key:` (so `ambient=31` keeps `ambient`, while `host.example:80` and
+/// `node-7` are variables as a whole).
+pub(crate) fn tokenize(msg: &str) -> Tokens<'_> {
+    let mut tokens = Vec::new();
+    let mut sep_start = 0usize;
+    let mut text_start: Option<usize> = None;
+    // Index in `tokens` of the first token of the current whitespace-separated word.
+    let mut word_start = 0usize;
+    let bytes = msg.as_bytes();
+    for (i, c) in msg.char_indices() {
+        // A run of two or more dots is a leader (`depth.......0`), not part of a word.
+        let leader = c == '.'
+            && (bytes.get(i + 1) == Some(&b'.') || (i > 0 && bytes.get(i - 1) == Some(&b'.')));
+        if leader || is_delimiter(c) {
+            if let Some(ts) = text_start.take() {
+                push(&mut tokens, msg, sep_start, ts, i);
+                sep_start = i;
+            }
+            // Words end at whitespace, dot leaders, commas and semicolons.
+            if leader || c.is_whitespace() || c == ',' || c == ';' {
+                classify_word(&mut tokens, word_start);
+                word_start = tokens.len();
+            }
+        } else if text_start.is_none() {
+            text_start = Some(i);
+        }
+    }
+    if let Some(ts) = text_start {
+        push(&mut tokens, msg, sep_start, ts, msg.len());
+        sep_start = msg.len();
+    }
+    classify_word(&mut tokens, word_start);
+    Tokens {
+        tokens,
+        tail: msg.get(sep_start..).unwrap_or(""),
+    }
+}
+
+fn push<'a>(tokens: &mut Vec<Token<'a>>, msg: &'a str, sep_start: usize, ts: usize, end: usize) {
+    let sep = msg.get(sep_start..ts).unwrap_or("");
+    let text = msg.get(ts..end).unwrap_or("");
+    tokens.push(Token {
+        sep,
+        text,
+        var: looks_variable(text),
+    });
+}
+
+/// Spreads variable-ness over the pieces of one word (`tokens[start..]`), sparing keys.
+fn classify_word(tokens: &mut [Token<'_>], start: usize) {
+    let Some(word) = tokens.get_mut(start..) else {
+        return;
+    };
+    if !word.iter().any(|t| t.var) {
+        return;
+    }
+    let n = word.len();
+    for i in 0..n {
+        let next_sep = word.get(i + 1).map(|t| t.sep);
+        let Some(t) = word.get_mut(i) else { continue };
+        if t.var {
+            // `r24=...`: a key keeps its name even with digits in it.
+            if next_sep.is_some_and(|s| s.starts_with('=')) && is_identifier(t.text) {
+                t.var = false;
+            }
+            continue;
+        }
+        if !is_key(t.text, next_sep) {
+            t.var = true;
+        }
+    }
+}
+
+/// A key in `key=value`, `key:value`, `call(value)`, `name[value]` or `name{value}` (a dotted
+/// `host.example:80` is not an identifier, so it stays a variable).
+fn is_key(text: &str, next_sep: Option<&str>) -> bool {
+    let Some(next) = next_sep.and_then(|s| s.chars().next()) else {
+        return false;
+    };
+    if !is_identifier(text) {
+        return false;
+    }
+    match next {
+        '=' => true,
+        // `chdir(...)`, `setLightsOn(...)`; an all-caps label glued to a value (`LOCAL(0)`) is
+        // more often part of the value.
+        '(' | '[' | '{' => text.bytes().any(|b| b.is_ascii_lowercase()),
+        ':' => !text.bytes().all(|b| b.is_ascii_hexdigit()),
+        _ => false,
+    }
+}
+
+fn is_identifier(text: &str) -> bool {
+    let mut bytes = text.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Shape-based variable test: anything with a decimal digit (numbers, addresses, ids, sizes,
+/// times, hex dumps), a long hexadecimal run, or a boolean/null literal.
+pub(crate) fn looks_variable(text: &str) -> bool {
+    if text.starts_with("<*>") {
+        return true;
+    }
+
+    if text.bytes().any(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    let hex_only = text.len() >= 8 && text.bytes().all(|b| b.is_ascii_hexdigit());
+    if hex_only {
+        return true;
+    }
+    if is_path(text) {
+        return true;
+    }
+    matches!(
+        text.to_ascii_lowercase().as_str(),
+        "true" | "false" | "null"
+    ) || matches!(
+        text,
+        "Mon"
+            | "Tue"
+            | "Wed"
+            | "Thu"
+            | "Fri"
+            | "Sat"
+            | "Sun"
+            | "Jan"
+            | "Feb"
+            | "Mar"
+            | "Apr"
+            | "May"
+            | "Jun"
+            | "Jul"
+            | "Aug"
+            | "Sep"
+            | "Oct"
+            | "Nov"
+            | "Dec"
+    )
+}
+
+/// File paths, URLs and `package/.Class` component names.
+fn is_path(text: &str) -> bool {
+    let rooted = ["/", "./", "../", "~/"].iter().any(|p| text.starts_with(p)) && text.len() > 1;
+    rooted || (text.contains('/') && text.contains('.') && text.len() > 2)
+}
+
+/// Whether `text` is a unit that belongs to the number in front of it (`5 KB`, `<1 sec`).
+pub(crate) fn is_unit(text: &str) -> bool {
+    matches!(
+        text,
+        "B" | "KB"
+            | "MB"
+            | "GB"
+            | "TB"
+            | "PB"
+            | "KiB"
+            | "MiB"
+            | "GiB"
+            | "TiB"
+            | "kB"
+            | "bytes"
+            | "ms"
+            | "us"
+            | "ns"
+            | "s"
+            | "sec"
+            | "secs"
+            | "seconds"
+            | "min"
+            | "mins"
+            | "minutes"
+            | "%"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn keeps_separators_for_rendering() {
+        let t = tokenize("ambient=31 Fan speeds ( 1 2 )");
+        let texts: Vec<_> = t.tokens.iter().map(|t| (t.sep, t.text, t.var)).collect();
+        assert_eq!(
+            texts,
+            vec![
+                ("", "ambient", false),
+                ("=", "31", true),
+                (" ", "Fan", false),
+                (" ", "speeds", false),
+                (" ( ", "1", true),
+                (" ", "2", true),
+            ]
+        );
+        assert_eq!(t.tail, " )");
+    }
+
+    fn vars(msg: &str) -> Vec<(&str, bool)> {
+        tokenize(msg)
+            .tokens
+            .iter()
+            .map(|t| (t.text, t.var))
+            .collect()
+    }
+
+    #[test]
+    fn variable_words_and_their_keys() {
+        // host:port is a variable as a whole; an identifier key keeps its name.
+        assert_eq!(
+            vars("proxy.example:5070"),
+            vec![("proxy.example", true), ("5070", true)]
+        );
+        assert_eq!(
+            vars("uid=1000 Calories:12"),
+            vec![
+                ("uid", false),
+                ("1000", true),
+                ("Calories", false),
+                ("12", true)
+            ]
+        );
+        // A key with digits in its name stays a key before `=`.
+        assert_eq!(
+            vars("r24=0x0ffea4c8"),
+            vec![("r24", false), ("0x0ffea4c8", true)]
+        );
+        assert_eq!(vars("node-233"), vec![("node-233", true)]);
+        assert_eq!(
+            vars("chdir(/tmp/x)"),
+            vec![("chdir", false), ("/tmp/x", true)]
+        );
+        assert_eq!(vars("LOCAL(0)"), vec![("LOCAL", true), ("0", true)]);
+        // Dot leaders separate words.
+        assert_eq!(vars("depth.......0"), vec![("depth", false), ("0", true)]);
+        assert_eq!(
+            vars("true deadbeef00 Fri"),
+            vec![("true", true), ("deadbeef00", true), ("Fri", true)]
+        );
+    }
+
+    #[test]
+    fn non_ascii_never_splits_a_character() {
+        let t = tokenize("température=21° ..é.. ü");
+        let joined: String = t
+            .tokens
+            .iter()
+            .map(|t| format!("{}{}", t.sep, t.text))
+            .collect();
+        assert_eq!(format!("{joined}{}", t.tail), "température=21° ..é.. ü");
+    }
+
+    #[test]
+    fn empty_and_punctuation_only() {
+        assert!(tokenize("").tokens.is_empty());
+        let t = tokenize(" :: ");
+        assert!(t.tokens.is_empty());
+        assert_eq!(t.tail, " :: ");
+    }
+}
