@@ -1,8 +1,8 @@
 //! `mamori-agent`: passive capture, TCP reassembly and protocol decoding for Mamori.
 #![forbid(unsafe_code)]
 
-pub mod proto;
 pub mod capture;
 pub mod pipeline;
-pub mod tcp;
+pub mod proto;
 pub mod replay;
+pub mod tcp;

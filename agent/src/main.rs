@@ -62,7 +62,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MAMORI_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("MAMORI_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .init();
     let cli = Cli::parse();
@@ -96,7 +97,8 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
         }
     }
     config.max_flows = usize::try_from(args.max_flows).unwrap_or(usize::MAX);
-    config.stream.max_held_bytes = usize::try_from(args.max_stream_buffer_bytes).unwrap_or(usize::MAX);
+    config.stream.max_held_bytes =
+        usize::try_from(args.max_stream_buffer_bytes).unwrap_or(usize::MAX);
     config.max_reassembly_bytes = usize::try_from(args.max_reassembly_bytes).unwrap_or(usize::MAX);
     config.tcp_idle_timeout_us = secs(args.tcp_idle_timeout_seconds);
     config.udp_idle_timeout_us = secs(args.udp_idle_timeout_seconds);
@@ -105,7 +107,8 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
 
     let out: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(
-            std::fs::File::create(path).with_context(|| format!("{}: cannot create output file", path.display()))?,
+            std::fs::File::create(path)
+                .with_context(|| format!("{}: cannot create output file", path.display()))?,
         ),
         None => Box::new(std::io::stdout().lock()),
     };
@@ -135,10 +138,17 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     }
     out.flush().context("writing events")?;
     if args.stats {
-        eprintln!("{}", serde_json::to_string(&report.counters).context("encoding counters")?);
+        eprintln!(
+            "{}",
+            serde_json::to_string(&report.counters).context("encoding counters")?
+        );
     }
     for e in &report.errors {
         eprintln!("mamori-agent: error: {e}");
     }
-    Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -411,7 +411,7 @@ impl Pipeline {
                                   mc: &mut SessionCounters| {
                     if let App::Modbus(session) = app {
                         match chunk {
-                            Chunk::Data(d) => session.on_data(dir, ts, d, mc, out),
+                            Chunk::Data(d, at) => session.on_data(dir, at, d, mc, out),
                             Chunk::Gap(_) => session.on_gap(dir),
                         }
                     }
@@ -437,7 +437,7 @@ impl Pipeline {
                 }
                 let held_before = mine.held_bytes();
                 let my_dir = modbus_dir(true);
-                mine.on_segment(seq, payload, missing, &self.config.stream, sc, &mut |c| {
+                mine.on_segment(seq, ts, payload, missing, &self.config.stream, sc, &mut |c| {
                     deliver_to(my_dir, c, app, out, mc)
                 });
                 if flags.fin || flags.rst {
@@ -661,7 +661,7 @@ impl Pipeline {
                 stream.flush(sc, &mut |c| {
                     if let App::Modbus(session) = app {
                         match c {
-                            Chunk::Data(d) => session.on_data(dir, flow.last_ts, d, mc, out),
+                            Chunk::Data(d, at) => session.on_data(dir, at, d, mc, out),
                             Chunk::Gap(_) => session.on_gap(dir),
                         }
                     }

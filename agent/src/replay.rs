@@ -18,7 +18,11 @@ pub struct ReplayReport {
 
 /// Replays `paths` into `sink`. A file that cannot be opened or ends in a bad record is
 /// reported in [`ReplayReport::errors`] and the replay goes on with the next file.
-pub fn replay_files(paths: &[PathBuf], config: PipelineConfig, sink: &mut dyn EventSink) -> ReplayReport {
+pub fn replay_files(
+    paths: &[PathBuf],
+    config: PipelineConfig,
+    sink: &mut dyn EventSink,
+) -> ReplayReport {
     let mut pipeline = Pipeline::new(config);
     let mut errors = Vec::new();
     for path in paths {
@@ -28,7 +32,10 @@ pub fn replay_files(paths: &[PathBuf], config: PipelineConfig, sink: &mut dyn Ev
         }
     }
     pipeline.finish(sink);
-    ReplayReport { counters: pipeline.counters(), errors }
+    ReplayReport {
+        counters: pipeline.counters(),
+        errors,
+    }
 }
 
 /// Replays `paths` and collects the events (for tests and small captures).

@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use mamori_models::Timestamp;
+
 /// Limits of one direction's hold buffer.
 #[derive(Clone, Copy, Debug)]
 pub struct StreamLimits {
@@ -26,7 +28,9 @@ impl Default for StreamLimits {
 /// What reassembly hands to the protocol layer, in stream order.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Chunk<'a> {
-    Data(&'a [u8]),
+    /// Bytes, with the capture time of the segment that carried them (a segment held behind a
+    /// hole keeps its own time).
+    Data(&'a [u8], Timestamp),
     /// This many bytes are missing from the stream here.
     Gap(u64),
 }
@@ -50,7 +54,7 @@ pub struct StreamReassembler {
     /// Stream offset of `next_seq` (bytes delivered or skipped so far).
     next_off: u64,
     /// Held segments by stream offset.
-    held: BTreeMap<u64, Vec<u8>>,
+    held: BTreeMap<u64, (Timestamp, Vec<u8>)>,
     held_bytes: usize,
 }
 
@@ -69,9 +73,11 @@ impl StreamReassembler {
 
     /// Adds one segment's payload; `missing` bytes after it were cut off by the snap length.
     /// `deliver` receives the in-order chunks this segment made available.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_segment(
         &mut self,
         seq: u32,
+        ts: Timestamp,
         payload: &[u8],
         missing: u32,
         limits: &StreamLimits,
@@ -94,7 +100,7 @@ impl StreamReassembler {
             let skip = skip as usize;
             if let Some(fresh) = payload.get(skip..).filter(|p| !p.is_empty()) {
                 self.advance(fresh.len() as u64);
-                deliver(Chunk::Data(fresh));
+                deliver(Chunk::Data(fresh, ts));
             }
             let lost = total - (skip.max(payload.len()) as u64);
             if lost > 0 {
@@ -104,7 +110,7 @@ impl StreamReassembler {
         } else {
             counters.out_of_order += 1;
             let off = self.next_off + diff as u64;
-            self.hold(off, payload, missing);
+            self.hold(off, ts, payload, missing);
             if self.held_bytes > limits.max_held_bytes || self.held.len() > limits.max_held_segments
             {
                 self.skip_to_held(counters, deliver);
@@ -163,15 +169,15 @@ impl StreamReassembler {
         deliver(Chunk::Gap(n));
     }
 
-    fn hold(&mut self, off: u64, payload: &[u8], missing: u32) {
+    fn hold(&mut self, off: u64, ts: Timestamp, payload: &[u8], missing: u32) {
         // Keep the longer of two segments held at the same offset (a retransmission that
         // carries more).
         let keep = match self.held.get(&off) {
-            Some(existing) => payload.len() > existing.len(),
+            Some((_, existing)) => payload.len() > existing.len(),
             None => true,
         };
         if keep && !payload.is_empty() {
-            if let Some(old) = self.held.insert(off, payload.to_vec()) {
+            if let Some((_, old)) = self.held.insert(off, (ts, payload.to_vec())) {
                 self.held_bytes -= old.len();
             }
             self.held_bytes += payload.len();
@@ -179,7 +185,7 @@ impl StreamReassembler {
         if missing > 0 {
             // Remember that the bytes after this segment are lost: an empty entry marks it.
             let end = off + payload.len() as u64;
-            self.held.entry(end).or_default();
+            self.held.entry(end).or_insert((ts, Vec::new()));
         }
     }
 
@@ -194,7 +200,7 @@ impl StreamReassembler {
         self.drain(counters, deliver);
         // An empty marker entry (snaplen cut) left in front: the bytes behind it are lost
         // until the next held segment.
-        if let Some((&off, data)) = self.held.iter().next()
+        if let Some((&off, (_, data))) = self.held.iter().next()
             && off <= self.next_off
             && data.is_empty()
         {
@@ -215,17 +221,17 @@ impl StreamReassembler {
             if off > self.next_off {
                 break;
             }
-            if entry.get().is_empty() && off == self.next_off {
+            if entry.get().1.is_empty() && off == self.next_off {
                 // Leave the "lost after here" marker for skip_to_held to act on.
                 break;
             }
-            let data = entry.remove();
+            let (ts, data) = entry.remove();
             self.held_bytes -= data.len();
             let skip = (self.next_off - off) as usize;
             match data.get(skip..) {
                 Some(fresh) if !fresh.is_empty() => {
                     self.advance(fresh.len() as u64);
-                    deliver(Chunk::Data(fresh));
+                    deliver(Chunk::Data(fresh, ts));
                 }
                 _ => counters.retransmissions += 1,
             }
@@ -241,12 +247,13 @@ mod tests {
         let mut c = StreamCounters::default();
         r.on_segment(
             seq,
+            Timestamp::from_micros(0),
             data,
             0,
             &StreamLimits::default(),
             &mut c,
             &mut |ch| match ch {
-                Chunk::Data(d) => got.extend_from_slice(d),
+                Chunk::Data(d, _) => got.extend_from_slice(d),
                 Chunk::Gap(n) => *gaps += n,
             },
         );
@@ -282,7 +289,7 @@ mod tests {
         run(&mut r, 1008, b"cccc", &mut got, &mut gaps);
         let mut c = StreamCounters::default();
         r.on_peer_ack(1012, &mut c, &mut |ch| match ch {
-            Chunk::Data(d) => got.extend_from_slice(d),
+            Chunk::Data(d, _) => got.extend_from_slice(d),
             Chunk::Gap(n) => gaps += n,
         });
         assert_eq!((got.as_slice(), gaps), (&b"aaaacccc"[..], 4));

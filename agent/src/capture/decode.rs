@@ -63,7 +63,9 @@ pub enum L4<'a> {
     /// A fragment of an IPv6 datagram (not reassembled; counted).
     Ipv6Fragment,
     /// Another IP protocol (GRE, ESP, OSPF, ...), or a transport header cut short.
-    Other { protocol: u8 },
+    Other {
+        protocol: u8,
+    },
 }
 
 /// A decoded frame.
@@ -82,20 +84,30 @@ const IPPROTO_ICMPV6: u8 = 58;
 /// Decodes a frame of the given link type.
 pub fn decode_frame(link_type: LinkType, data: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     let sliced = match link_type {
-        LinkType::ETHERNET => LaxSlicedPacket::from_ethernet(data).map_err(|_| DecodeError::Malformed)?,
+        LinkType::ETHERNET => {
+            LaxSlicedPacket::from_ethernet(data).map_err(|_| DecodeError::Malformed)?
+        }
         LinkType::LINUX_SLL => {
             // 16-byte header; the protocol (an EtherType for IP) is its last two bytes.
             let proto = be16(data, 14).ok_or(DecodeError::Malformed)?;
-            LaxSlicedPacket::from_ether_type(EtherType(proto), data.get(16..).ok_or(DecodeError::Malformed)?)
+            LaxSlicedPacket::from_ether_type(
+                EtherType(proto),
+                data.get(16..).ok_or(DecodeError::Malformed)?,
+            )
         }
         LinkType::LINUX_SLL2 => {
             // 20-byte header starting with the protocol type.
             let proto = be16(data, 0).ok_or(DecodeError::Malformed)?;
-            LaxSlicedPacket::from_ether_type(EtherType(proto), data.get(20..).ok_or(DecodeError::Malformed)?)
+            LaxSlicedPacket::from_ether_type(
+                EtherType(proto),
+                data.get(20..).ok_or(DecodeError::Malformed)?,
+            )
         }
-        LinkType::RAW | LinkType::RAW_12 | LinkType::RAW_OPENBSD | LinkType::IPV4 | LinkType::IPV6 => {
-            LaxSlicedPacket::from_ip(data).map_err(|_| DecodeError::Malformed)?
-        }
+        LinkType::RAW
+        | LinkType::RAW_12
+        | LinkType::RAW_OPENBSD
+        | LinkType::IPV4
+        | LinkType::IPV6 => LaxSlicedPacket::from_ip(data).map_err(|_| DecodeError::Malformed)?,
         LinkType::NULL | LinkType::LOOP => {
             // A 4-byte address family in the capturing host's byte order (NULL) or network
             // order (LOOP); the IP version nibble that follows says the same more simply.
@@ -123,7 +135,11 @@ pub fn decode_frame(link_type: LinkType, data: &[u8]) -> Result<Decoded<'_>, Dec
                 });
             }
             let announced = usize::from(h.total_len()).saturating_sub(usize::from(h.ihl()) * 4);
-            (IpAddr::V4(h.source_addr()), IpAddr::V4(h.destination_addr()), (payload, announced))
+            (
+                IpAddr::V4(h.source_addr()),
+                IpAddr::V4(h.destination_addr()),
+                (payload, announced),
+            )
         }
         Some(LaxNetSlice::Ipv6(ip)) => {
             let h = ip.header();
@@ -137,7 +153,11 @@ pub fn decode_frame(link_type: LinkType, data: &[u8]) -> Result<Decoded<'_>, Dec
             }
             let ext_len = ip.extensions().slice().len();
             let announced = usize::from(h.payload_length()).saturating_sub(ext_len);
-            (IpAddr::V6(h.source_addr()), IpAddr::V6(h.destination_addr()), (payload, announced))
+            (
+                IpAddr::V6(h.source_addr()),
+                IpAddr::V6(h.destination_addr()),
+                (payload, announced),
+            )
         }
         Some(LaxNetSlice::Arp(_)) | None => {
             return Err(if sliced.stop_err.is_some() && sliced.link.is_none() {
@@ -162,7 +182,12 @@ pub fn decode_frame(link_type: LinkType, data: &[u8]) -> Result<Decoded<'_>, Dec
                 dst_port: tcp.destination_port(),
                 seq: tcp.sequence_number(),
                 ack: tcp.acknowledgment_number(),
-                flags: TcpFlags { syn: tcp.syn(), ack: tcp.ack(), fin: tcp.fin(), rst: tcp.rst() },
+                flags: TcpFlags {
+                    syn: tcp.syn(),
+                    ack: tcp.ack(),
+                    fin: tcp.fin(),
+                    rst: tcp.rst(),
+                },
                 payload: tcp.payload(),
                 missing: u32::try_from(missing).unwrap_or(u32::MAX),
             }
@@ -172,9 +197,17 @@ pub fn decode_frame(link_type: LinkType, data: &[u8]) -> Result<Decoded<'_>, Dec
             dst_port: udp.destination_port(),
             payload: udp.payload(),
         },
-        Some(TransportSlice::Icmpv4(icmp)) => L4::Icmp { icmp_type: icmp.type_u8(), code: icmp.code_u8() },
-        Some(TransportSlice::Icmpv6(icmp)) => L4::Icmp { icmp_type: icmp.type_u8(), code: icmp.code_u8() },
-        None => L4::Other { protocol: ip_payload.ip_number.0 },
+        Some(TransportSlice::Icmpv4(icmp)) => L4::Icmp {
+            icmp_type: icmp.type_u8(),
+            code: icmp.code_u8(),
+        },
+        Some(TransportSlice::Icmpv6(icmp)) => L4::Icmp {
+            icmp_type: icmp.type_u8(),
+            code: icmp.code_u8(),
+        },
+        None => L4::Other {
+            protocol: ip_payload.ip_number.0,
+        },
     };
     Ok(Decoded { src, dst, l4 })
 }
@@ -188,7 +221,12 @@ pub fn decode_transport(protocol: u8, payload: &[u8]) -> L4<'_> {
                 dst_port: tcp.destination_port(),
                 seq: tcp.sequence_number(),
                 ack: tcp.acknowledgment_number(),
-                flags: TcpFlags { syn: tcp.syn(), ack: tcp.ack(), fin: tcp.fin(), rst: tcp.rst() },
+                flags: TcpFlags {
+                    syn: tcp.syn(),
+                    ack: tcp.ack(),
+                    fin: tcp.fin(),
+                    rst: tcp.rst(),
+                },
                 payload: tcp.payload(),
                 missing: 0,
             },
@@ -237,7 +275,10 @@ mod tests {
                 .write(&mut out, b"abc")
                 .unwrap(),
             [a, b, ..] => builder
-                .double_vlan(etherparse::VlanId::try_new(*a).unwrap(), etherparse::VlanId::try_new(*b).unwrap())
+                .double_vlan(
+                    etherparse::VlanId::try_new(*a).unwrap(),
+                    etherparse::VlanId::try_new(*b).unwrap(),
+                )
                 .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
                 .tcp(40000, 502, 7, 1000)
                 .write(&mut out, b"abc")
@@ -249,8 +290,18 @@ mod tests {
     fn assert_tcp(d: Decoded<'_>) {
         assert_eq!(d.src, IpAddr::from([10, 0, 0, 1]));
         match d.l4 {
-            L4::Tcp { src_port, dst_port, seq, payload, missing, .. } => {
-                assert_eq!((src_port, dst_port, seq, payload, missing), (40000, 502, 7, &b"abc"[..], 0));
+            L4::Tcp {
+                src_port,
+                dst_port,
+                seq,
+                payload,
+                missing,
+                ..
+            } => {
+                assert_eq!(
+                    (src_port, dst_port, seq, payload, missing),
+                    (40000, 502, 7, &b"abc"[..], 0)
+                );
             }
             other => panic!("not TCP: {other:?}"),
         }
@@ -286,7 +337,9 @@ mod tests {
         let eth = tcp_frame(&[]);
         let cut = &eth[..eth.len() - 2];
         match decode_frame(LinkType::ETHERNET, cut).unwrap().l4 {
-            L4::Tcp { payload, missing, .. } => assert_eq!((payload, missing), (&b"a"[..], 2)),
+            L4::Tcp {
+                payload, missing, ..
+            } => assert_eq!((payload, missing), (&b"a"[..], 2)),
             other => panic!("not TCP: {other:?}"),
         }
     }
@@ -295,7 +348,13 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         for len in 0..64 {
             let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
-            for lt in [LinkType::ETHERNET, LinkType::LINUX_SLL, LinkType::LINUX_SLL2, LinkType::RAW, LinkType::NULL] {
+            for lt in [
+                LinkType::ETHERNET,
+                LinkType::LINUX_SLL,
+                LinkType::LINUX_SLL2,
+                LinkType::RAW,
+                LinkType::NULL,
+            ] {
                 let _ = decode_frame(lt, &junk);
             }
         }

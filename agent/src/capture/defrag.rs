@@ -17,7 +17,11 @@ pub struct DefragLimits {
 
 impl Default for DefragLimits {
     fn default() -> Self {
-        DefragLimits { max_datagrams: 1024, max_bytes: 4 * 1024 * 1024, timeout_us: 30_000_000 }
+        DefragLimits {
+            max_datagrams: 1024,
+            max_bytes: 4 * 1024 * 1024,
+            timeout_us: 30_000_000,
+        }
     }
 }
 
@@ -71,7 +75,11 @@ const MAX_DATAGRAM: u32 = 65_535;
 
 impl Defragmenter {
     pub fn new(limits: DefragLimits) -> Self {
-        Defragmenter { limits, table: HashMap::new(), bytes: 0 }
+        Defragmenter {
+            limits,
+            table: HashMap::new(),
+            bytes: 0,
+        }
     }
 
     /// Datagrams in progress.
@@ -96,14 +104,20 @@ impl Defragmenter {
         more_fragments: bool,
         payload: &[u8],
     ) -> DefragOutcome {
-        let key = Key { src, dst, id, protocol };
+        let key = Key {
+            src,
+            dst,
+            id,
+            protocol,
+        };
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         let Some(end) = offset.checked_add(len).filter(|&e| e <= MAX_DATAGRAM) else {
             self.remove(&key);
             return DefragOutcome::Dropped(DefragDrop::Oversized);
         };
         if !self.table.contains_key(&key)
-            && (self.table.len() >= self.limits.max_datagrams || self.bytes + payload.len() > self.limits.max_bytes)
+            && (self.table.len() >= self.limits.max_datagrams
+                || self.bytes + payload.len() > self.limits.max_bytes)
         {
             return DefragOutcome::Dropped(DefragDrop::TableFull);
         }
@@ -111,14 +125,21 @@ impl Defragmenter {
             self.remove(&key);
             return DefragOutcome::Dropped(DefragDrop::TableFull);
         }
-        let entry = self.table.entry(key).or_insert_with(|| Datagram { first_ts: ts, parts: Vec::new(), end: None, bytes: 0 });
+        let entry = self.table.entry(key).or_insert_with(|| Datagram {
+            first_ts: ts,
+            parts: Vec::new(),
+            end: None,
+            bytes: 0,
+        });
         entry.parts.push((offset, payload.to_vec()));
         entry.bytes += payload.len();
         self.bytes += payload.len();
         if !more_fragments {
             entry.end = Some(end);
         }
-        let Some(total) = entry.end else { return DefragOutcome::Pending };
+        let Some(total) = entry.end else {
+            return DefragOutcome::Pending;
+        };
         entry.parts.sort_by_key(|(o, _)| *o);
         let mut covered = 0u32;
         for (o, data) in &entry.parts {
@@ -130,7 +151,9 @@ impl Defragmenter {
         if covered < total {
             return DefragOutcome::Pending;
         }
-        let Some(datagram) = self.table.remove(&key) else { return DefragOutcome::Pending };
+        let Some(datagram) = self.table.remove(&key) else {
+            return DefragOutcome::Pending;
+        };
         self.bytes = self.bytes.saturating_sub(datagram.bytes);
         // Overlaps resolve in favour of the data that arrived at the lower offset first.
         let mut payload = Vec::with_capacity(total as usize);
@@ -173,7 +196,16 @@ mod tests {
     use super::*;
 
     fn push(d: &mut Defragmenter, offset: u32, more: bool, data: &[u8]) -> DefragOutcome {
-        d.push(Timestamp::from_micros(0), [1, 1, 1, 1].into(), [2, 2, 2, 2].into(), 7, 17, offset, more, data)
+        d.push(
+            Timestamp::from_micros(0),
+            [1, 1, 1, 1].into(),
+            [2, 2, 2, 2].into(),
+            7,
+            17,
+            offset,
+            more,
+            data,
+        )
     }
 
     #[test]
@@ -182,18 +214,37 @@ mod tests {
         assert_eq!(push(&mut d, 8, false, b"IJKL"), DefragOutcome::Pending);
         assert_eq!(
             push(&mut d, 0, true, b"ABCDEFGH"),
-            DefragOutcome::Complete { protocol: 17, payload: b"ABCDEFGHIJKL".to_vec() }
+            DefragOutcome::Complete {
+                protocol: 17,
+                payload: b"ABCDEFGHIJKL".to_vec()
+            }
         );
         assert!(d.is_empty());
     }
 
     #[test]
     fn bounded_and_expiring() {
-        let mut d = Defragmenter::new(DefragLimits { max_datagrams: 1, max_bytes: 16, timeout_us: 10 });
+        let mut d = Defragmenter::new(DefragLimits {
+            max_datagrams: 1,
+            max_bytes: 16,
+            timeout_us: 10,
+        });
         assert_eq!(push(&mut d, 0, true, b"ABCDEFGH"), DefragOutcome::Pending);
-        let other = d.push(Timestamp::from_micros(0), [9, 9, 9, 9].into(), [2, 2, 2, 2].into(), 1, 17, 0, true, b"x");
+        let other = d.push(
+            Timestamp::from_micros(0),
+            [9, 9, 9, 9].into(),
+            [2, 2, 2, 2].into(),
+            1,
+            17,
+            0,
+            true,
+            b"x",
+        );
         assert_eq!(other, DefragOutcome::Dropped(DefragDrop::TableFull));
-        assert_eq!(push(&mut d, 65_530, false, b"0123456789"), DefragOutcome::Dropped(DefragDrop::Oversized));
+        assert_eq!(
+            push(&mut d, 65_530, false, b"0123456789"),
+            DefragOutcome::Dropped(DefragDrop::Oversized)
+        );
         assert_eq!(push(&mut d, 0, true, b"ABCDEFGH"), DefragOutcome::Pending);
         assert_eq!(d.expire(Timestamp::from_micros(100)), 1);
         assert!(d.is_empty());

@@ -71,7 +71,11 @@ pub fn read_capture_file(
     })?;
     let mut reader = match create_reader(INITIAL_BUFFER_BYTES, file) {
         Ok(r) => r,
-        Err(PcapError::Eof) => return Err(CaptureError::Empty { path: path.to_owned() }),
+        Err(PcapError::Eof) => {
+            return Err(CaptureError::Empty {
+                path: path.to_owned(),
+            });
+        }
         Err(e) => {
             return Err(CaptureError::NotACapture {
                 path: path.to_owned(),
@@ -96,7 +100,11 @@ pub fn read_capture_file(
                         let Some((link_type, nanos)) = legacy else {
                             return Err(corrupt(path, record, "packet before the file header"));
                         };
-                        let frac_nanos = if nanos { b.ts_usec } else { b.ts_usec.saturating_mul(1000) };
+                        let frac_nanos = if nanos {
+                            b.ts_usec
+                        } else {
+                            b.ts_usec.saturating_mul(1000)
+                        };
                         let caplen = usize::try_from(b.caplen).unwrap_or(usize::MAX);
                         let data = b.data.get(..caplen).unwrap_or(b.data);
                         summary.packets += 1;
@@ -118,8 +126,15 @@ pub fn read_capture_file(
                     }
                     PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
                         record += 1;
-                        let Some(iface) = usize::try_from(epb.if_id).ok().and_then(|i| interfaces.get(i)) else {
-                            return Err(corrupt(path, record, "packet for an undeclared interface"));
+                        let Some(iface) = usize::try_from(epb.if_id)
+                            .ok()
+                            .and_then(|i| interfaces.get(i))
+                        else {
+                            return Err(corrupt(
+                                path,
+                                record,
+                                "packet for an undeclared interface",
+                            ));
                         };
                         let raw_ts = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
                         summary.packets += 1;
@@ -133,11 +148,19 @@ pub fn read_capture_file(
                     PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
                         record += 1;
                         let Some(iface) = interfaces.first() else {
-                            return Err(corrupt(path, record, "simple packet block without an interface"));
+                            return Err(corrupt(
+                                path,
+                                record,
+                                "simple packet block without an interface",
+                            ));
                         };
                         // An SPB carries no timestamp and is cut at the interface's snaplen.
                         let data = spb.packet_data();
-                        let keep = if iface.snaplen == 0 { data.len() } else { data.len().min(iface.snaplen as usize) };
+                        let keep = if iface.snaplen == 0 {
+                            data.len()
+                        } else {
+                            data.len().min(iface.snaplen as usize)
+                        };
                         summary.packets += 1;
                         on_packet(&RawPacket {
                             ts: Timestamp::default(),
@@ -161,7 +184,10 @@ pub fn read_capture_file(
                 }
                 let before = reader.data().len();
                 if reader.refill().is_err() {
-                    return Err(CaptureError::Read { path: path.to_owned(), record });
+                    return Err(CaptureError::Read {
+                        path: path.to_owned(),
+                        record,
+                    });
                 }
                 if reader.data().len() == before && !reader.reader_exhausted() {
                     // The buffer is full and still holds no whole record: grow it, within reason.
@@ -170,7 +196,11 @@ pub fn read_capture_file(
                     }
                     capacity = (capacity * 2).min(MAX_RECORD_BYTES);
                     if !reader.grow(capacity) {
-                        return Err(corrupt(path, record + 1, "record larger than the read buffer"));
+                        return Err(corrupt(
+                            path,
+                            record + 1,
+                            "record larger than the read buffer",
+                        ));
                     }
                 }
             }

@@ -5,7 +5,7 @@ pub mod decode;
 pub mod defrag;
 pub mod file;
 
-pub use decode::{Decoded, DecodeError, L4, TcpFlags, decode_frame};
+pub use decode::{DecodeError, Decoded, L4, TcpFlags, decode_frame};
 pub use file::{CaptureError, FileSummary, read_capture_file};
 
 use mamori_models::Timestamp;

@@ -458,18 +458,18 @@ fn parse_response_data<'a>(
             let (i, byte_count) = be_u8(i)?;
             f.byte_count = Some(byte_count);
             let (i, data) = take_up_to(i, usize::from(byte_count), flags);
-            // Server id (device specific, any length), then the run indicator status.
-            if let Some((&run, id)) = data.split_last() {
-                f.run_indicator = match run {
-                    0xFF => Some(true),
-                    0x00 => Some(false),
-                    _ => {
-                        flags.push(Anomaly::InvalidValue);
-                        None
-                    }
-                };
-                set_hex(f, id);
-            }
+            // Server id (device specific length), run indicator status (0x00 off, 0xFF on),
+            // then optional additional data (spec 6.13). The id length is not on the wire:
+            // take the common one-byte id (libmodbus, the specification's example) when the
+            // byte after it is a status, else the last byte (devices with no additional data).
+            f.run_indicator = match (data.get(1), data.last()) {
+                (Some(0xFF), _) if data.len() > 2 => Some(true),
+                (Some(0x00), _) if data.len() > 2 => Some(false),
+                (_, Some(0xFF)) if data.len() >= 2 => Some(true),
+                (_, Some(0x00)) if data.len() >= 2 => Some(false),
+                _ => None,
+            };
+            set_hex(f, data);
             Ok((i, ()))
         }
         20 => {
