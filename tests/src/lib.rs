@@ -1,1 +1,9 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests: synthetic captures ([`pcapgen`]), a Modbus/TCP
+//! plant served by `tokio-modbus` ([`modbus_plant`]), a recording proxy ([`recorder`]) and the
+//! golden Modbus session with its truth ([`modbus_script`]).
+#![forbid(unsafe_code)]
+
+pub mod modbus_plant;
+pub mod modbus_script;
+pub mod pcapgen;
+pub mod recorder;
