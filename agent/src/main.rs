@@ -22,6 +22,8 @@ struct Cli {
 enum Command {
     /// Decode pcap/pcapng files and write events as JSON Lines (one event per line).
     Replay(ReplayArgs),
+    /// Parse syslog messages from standard input and write one JSON object per message.
+    ParseSyslog(mamori_agent::proto::syslog::cli::ParseSyslogArgs),
 }
 
 #[derive(Args, Debug)]
@@ -32,6 +34,13 @@ struct ReplayArgs {
     /// Also recognise Modbus/TCP on this TCP port (repeatable; 502 is always included).
     #[arg(long = "modbus-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     modbus_ports: Vec<u16>,
+    /// Also decode syslog in UDP datagrams to this port (repeatable; 514 is always included).
+    #[arg(long = "syslog-udp-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    syslog_udp_ports: Vec<u16>,
+    /// Also decode syslog on TCP connections to this port when the stream starts like syslog
+    /// (repeatable; 514, 601 and 6514 are always included; TLS is skipped).
+    #[arg(long = "syslog-tcp-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    syslog_tcp_ports: Vec<u16>,
     /// Write events to this file instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -79,6 +88,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Replay(args) => replay(args),
+        Command::ParseSyslog(args) => {
+            mamori_agent::proto::syslog::cli::run(
+                &args,
+                std::io::stdin().lock(),
+                std::io::stdout().lock(),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -94,6 +111,16 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     for p in &args.modbus_ports {
         if !config.modbus_ports.contains(p) {
             config.modbus_ports.push(*p);
+        }
+    }
+    for p in &args.syslog_udp_ports {
+        if !config.syslog_udp_ports.contains(p) {
+            config.syslog_udp_ports.push(*p);
+        }
+    }
+    for p in &args.syslog_tcp_ports {
+        if !config.syslog_tcp_ports.contains(p) {
+            config.syslog_tcp_ports.push(*p);
         }
     }
     config.max_flows = usize::try_from(args.max_flows).unwrap_or(usize::MAX);

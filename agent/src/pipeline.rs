@@ -8,12 +8,15 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use mamori_models::{Event, FlowEvent, ModbusEvent, Timestamp, Transport};
+use mamori_models::{Event, FlowEvent, ModbusEvent, SyslogEvent, Timestamp, Transport};
 
 use crate::capture::decode::decode_transport;
 use crate::capture::defrag::{DefragDrop, DefragLimits, DefragOutcome, Defragmenter};
 use crate::capture::{DecodeError, L4, RawPacket, TcpFlags, decode_frame};
 use crate::proto::modbus::{Direction, ModbusSession, SessionCounters, SessionLimits, Verdict};
+use crate::proto::syslog::{
+    Frame, ParseOptions, StreamFramer, parse_syslog, parse_syslog_frame, probe_syslog,
+};
 use crate::tcp::{Chunk, StreamCounters, StreamLimits, StreamReassembler};
 
 /// Pipeline settings. Timeouts are in capture time, so a replay behaves like the live agent.
@@ -32,6 +35,11 @@ pub struct PipelineConfig {
     /// Out-of-order bytes held across all connections.
     pub max_reassembly_bytes: usize,
     pub modbus: SessionLimits,
+    /// UDP ports on which every datagram is a syslog message.
+    pub syslog_udp_ports: Vec<u16>,
+    /// TCP ports on which syslog is recognised (when the stream starts like syslog, not TLS).
+    pub syslog_tcp_ports: Vec<u16>,
+    pub syslog: ParseOptions,
     pub defrag: DefragLimits,
 }
 
@@ -47,6 +55,9 @@ impl Default for PipelineConfig {
             stream: StreamLimits::default(),
             max_reassembly_bytes: 16 * 1024 * 1024,
             modbus: SessionLimits::default(),
+            syslog_udp_ports: vec![514],
+            syslog_tcp_ports: vec![514, 601, 6514],
+            syslog: ParseOptions::default(),
             defrag: DefragLimits::default(),
         }
     }
@@ -81,7 +92,12 @@ pub struct Counters {
     pub modbus_resynchronisations: u64,
     pub modbus_skipped_bytes: u64,
     pub modbus_pending_overflows: u64,
+    pub syslog_flows: u64,
+    pub not_syslog_flows: u64,
+    /// Syslog messages that strict parsing rejected (never in the default lenient mode).
+    pub syslog_rejected: u64,
     pub events_modbus: u64,
+    pub events_syslog: u64,
     pub events_flow: u64,
 }
 
@@ -139,6 +155,120 @@ struct TcpState {
 enum App {
     None,
     Modbus(Box<ModbusSession>),
+    Syslog(Box<SyslogStream>),
+}
+
+/// Syslog over TCP: the client's stream, framed.
+#[derive(Debug)]
+struct SyslogStream {
+    sender: Endpoint,
+    framer: StreamFramer,
+    /// Whether the stream is syslog, once its first bytes were seen.
+    verdict: Option<bool>,
+    frames: Vec<Frame>,
+}
+
+/// What the protocol layers produced while a packet was processed, and their counters.
+#[derive(Debug, Default)]
+struct AppOutput {
+    modbus: Vec<ModbusEvent>,
+    syslog: Vec<SyslogEvent>,
+    modbus_counters: SessionCounters,
+    syslog_rejected: u64,
+}
+
+impl App {
+    /// Hands reassembled bytes (or a gap) of one direction to the protocol layer.
+    fn on_chunk(
+        &mut self,
+        from_server: bool,
+        chunk: Chunk<'_>,
+        out: &mut AppOutput,
+        opts: &ParseOptions,
+    ) {
+        match self {
+            App::None => {}
+            App::Modbus(session) => {
+                let dir = if from_server {
+                    Direction::ToClient
+                } else {
+                    Direction::ToServer
+                };
+                match chunk {
+                    Chunk::Data(d, at) => {
+                        session.on_data(dir, at, d, &mut out.modbus_counters, &mut out.modbus)
+                    }
+                    Chunk::Gap(_) => session.on_gap(dir),
+                }
+            }
+            App::Syslog(stream) if !from_server => match chunk {
+                Chunk::Data(d, at) => {
+                    if stream.verdict.is_none() {
+                        // TLS (RFC 5425 on 6514) or another protocol on a syslog port: not ours.
+                        let tls = d.first() == Some(&0x16) && d.get(1) == Some(&0x03);
+                        // RFC 6587 octet counting puts "LEN SP" before the message.
+                        let digits = d.iter().take_while(|b| b.is_ascii_digit()).count();
+                        let msg = match d.get(digits) {
+                            Some(b' ') if digits > 0 => d.get(digits + 1..).unwrap_or_default(),
+                            _ => d,
+                        };
+                        stream.verdict = Some(!tls && probe_syslog(msg));
+                    }
+                    if stream.verdict == Some(true) {
+                        stream.framer.push(d, &mut stream.frames);
+                        stream.emit(at, out, opts);
+                    }
+                }
+                // The message in flight lost bytes: start afresh at the next message boundary.
+                Chunk::Gap(_) => {
+                    stream.framer =
+                        StreamFramer::new(stream.framer.framing(), opts.max_message_bytes);
+                }
+            },
+            App::Syslog(_) => {}
+        }
+    }
+
+    /// The connection ended: what the framer still holds is a last message.
+    fn finish(&mut self, ts: Timestamp, out: &mut AppOutput, opts: &ParseOptions) {
+        match self {
+            App::Modbus(session) => session.finish(ts, &mut out.modbus_counters, &mut out.modbus),
+            App::Syslog(stream) if stream.verdict == Some(true) => {
+                stream.framer.finish(&mut stream.frames);
+                stream.emit(ts, out, opts);
+            }
+            _ => {}
+        }
+    }
+
+    /// `Some(name)` once the flow is known to carry the protocol, `None` while undecided;
+    /// `Some("")` when it turned out not to.
+    fn service(&self) -> Option<&'static str> {
+        match self {
+            App::None => None,
+            App::Modbus(s) => match s.verdict() {
+                Verdict::Modbus => Some("modbus"),
+                Verdict::NotModbus => Some(""),
+                Verdict::Undecided => None,
+            },
+            App::Syslog(s) => s.verdict.map(|v| if v { "syslog" } else { "" }),
+        }
+    }
+}
+
+impl SyslogStream {
+    fn emit(&mut self, at: Timestamp, out: &mut AppOutput, opts: &ParseOptions) {
+        for frame in self.frames.drain(..) {
+            match parse_syslog_frame(&frame, at, opts) {
+                Ok(mut ev) => {
+                    ev.src_ip = Some(self.sender.0);
+                    ev.src_port = Some(self.sender.1);
+                    out.syslog.push(ev);
+                }
+                Err(_) => out.syslog_rejected += 1,
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -155,8 +285,8 @@ struct Flow {
     tcp: Option<Box<TcpState>>,
     closing_since: Option<Timestamp>,
     app: App,
-    /// Which endpoint is the Modbus server (the one on a Modbus port).
-    modbus_server: Option<Endpoint>,
+    /// The endpoint on the application's well-known port (Modbus or syslog server).
+    server: Option<Endpoint>,
     service: Option<&'static str>,
 }
 
@@ -177,12 +307,11 @@ pub struct Pipeline {
     flows: HashMap<FlowKey, Flow>,
     defrag: Defragmenter,
     counters: Counters,
-    modbus_counters: SessionCounters,
     stream_counters: StreamCounters,
     held_total: usize,
     last_sweep_sec: i64,
     last_ts: Timestamp,
-    modbus_out: Vec<ModbusEvent>,
+    out: AppOutput,
     warned: WarnedOnce,
 }
 
@@ -202,12 +331,11 @@ impl Pipeline {
             flows: HashMap::new(),
             defrag,
             counters: Counters::default(),
-            modbus_counters: SessionCounters::default(),
             stream_counters: StreamCounters::default(),
             held_total: 0,
             last_sweep_sec: i64::MIN,
             last_ts: Timestamp::default(),
-            modbus_out: Vec::new(),
+            out: AppOutput::default(),
             warned: WarnedOnce::default(),
         }
     }
@@ -219,10 +347,11 @@ impl Pipeline {
         c.tcp_out_of_order = self.stream_counters.out_of_order;
         c.tcp_gaps = self.stream_counters.gaps;
         c.tcp_gap_bytes = self.stream_counters.gap_bytes;
-        c.modbus_adus = self.modbus_counters.adus;
-        c.modbus_resynchronisations = self.modbus_counters.resynchronisations;
-        c.modbus_skipped_bytes = self.modbus_counters.skipped_bytes;
-        c.modbus_pending_overflows = self.modbus_counters.pending_overflows;
+        c.modbus_adus = self.out.modbus_counters.adus;
+        c.modbus_resynchronisations = self.out.modbus_counters.resynchronisations;
+        c.modbus_skipped_bytes = self.out.modbus_counters.skipped_bytes;
+        c.modbus_pending_overflows = self.out.modbus_counters.pending_overflows;
+        c.syslog_rejected = self.out.syslog_rejected;
         c
     }
 
@@ -307,7 +436,7 @@ impl Pipeline {
             L4::Other { .. } => self.counters.other_ip_protocol += 1,
             l4 => self.on_transport(pkt.ts, decoded.src, decoded.dst, l4, sink),
         }
-        self.flush_modbus(sink);
+        self.flush_app_events(sink);
     }
 
     /// End of input: every flow ends, every waiting request is reported.
@@ -390,32 +519,12 @@ impl Pipeline {
                 let Flow {
                     tcp,
                     app,
-                    modbus_server,
+                    server,
                     closing_since,
                     ..
                 } = flow;
                 let Some(tcp) = tcp.as_mut() else { return };
-                let modbus_dir = |to_other_from_sender: bool| -> Direction {
-                    // `true`: bytes sent by `sender`; `false`: bytes sent by the other side.
-                    let sent_by_server = (Some(sender) == *modbus_server) == to_other_from_sender;
-                    if sent_by_server {
-                        Direction::ToClient
-                    } else {
-                        Direction::ToServer
-                    }
-                };
-                let deliver_to = |dir: Direction,
-                                  chunk: Chunk<'_>,
-                                  app: &mut App,
-                                  out: &mut Vec<ModbusEvent>,
-                                  mc: &mut SessionCounters| {
-                    if let App::Modbus(session) = app {
-                        match chunk {
-                            Chunk::Data(d, at) => session.on_data(dir, at, d, mc, out),
-                            Chunk::Gap(_) => session.on_gap(dir),
-                        }
-                    }
-                };
+                let sender_is_server = Some(sender) == *server;
                 if flags.syn {
                     if flags.ack {
                         tcp.syn_ack = true;
@@ -428,24 +537,29 @@ impl Pipeline {
                 }
                 let [s0, s1] = &mut tcp.streams;
                 let (mine, theirs) = if dir_idx == 0 { (s0, s1) } else { (s1, s0) };
-                let out = &mut self.modbus_out;
-                let mc = &mut self.modbus_counters;
+                let out = &mut self.out;
+                let opts = &self.config.syslog;
                 let sc = &mut self.stream_counters;
                 if flags.ack {
-                    let other_dir = modbus_dir(false);
-                    theirs.on_peer_ack(ack, sc, &mut |c| deliver_to(other_dir, c, app, out, mc));
+                    theirs.on_peer_ack(ack, sc, &mut |c| {
+                        app.on_chunk(!sender_is_server, c, out, opts)
+                    });
                 }
                 let held_before = mine.held_bytes();
-                let my_dir = modbus_dir(true);
-                mine.on_segment(seq, ts, payload, missing, &self.config.stream, sc, &mut |c| {
-                    deliver_to(my_dir, c, app, out, mc)
-                });
+                mine.on_segment(
+                    seq,
+                    ts,
+                    payload,
+                    missing,
+                    &self.config.stream,
+                    sc,
+                    &mut |c| app.on_chunk(sender_is_server, c, out, opts),
+                );
                 if flags.fin || flags.rst {
-                    mine.flush(sc, &mut |c| deliver_to(my_dir, c, app, out, mc));
+                    mine.flush(sc, &mut |c| app.on_chunk(sender_is_server, c, out, opts));
                 }
                 if flags.rst {
-                    let other_dir = modbus_dir(false);
-                    theirs.flush(sc, &mut |c| deliver_to(other_dir, c, app, out, mc));
+                    theirs.flush(sc, &mut |c| app.on_chunk(!sender_is_server, c, out, opts));
                 }
                 let held_after = mine.held_bytes();
                 self.held_total = (self.held_total + held_after).saturating_sub(held_before);
@@ -458,7 +572,7 @@ impl Pipeline {
                         );
                     }
                     let before = mine.held_bytes();
-                    mine.flush(sc, &mut |c| deliver_to(my_dir, c, app, out, mc));
+                    mine.flush(sc, &mut |c| app.on_chunk(sender_is_server, c, out, opts));
                     self.held_total = self.held_total.saturating_sub(before);
                 }
                 if flags.fin {
@@ -478,19 +592,7 @@ impl Pipeline {
                 if (tcp.fin_orig && tcp.fin_resp) || flags.rst {
                     closing_since.get_or_insert(ts);
                 }
-                if let App::Modbus(session) = &flow.app {
-                    match session.verdict() {
-                        Verdict::Modbus if flow.service.is_none() => {
-                            flow.service = Some("modbus");
-                            self.counters.modbus_flows += 1;
-                        }
-                        Verdict::NotModbus => {
-                            self.counters.not_modbus_flows += 1;
-                            flow.app = App::None;
-                        }
-                        _ => {}
-                    }
-                }
+                Self::note_service(flow, &mut self.counters);
             }
             L4::Udp { payload, .. } => {
                 if from_orig {
@@ -499,6 +601,21 @@ impl Pipeline {
                 } else {
                     flow.resp_pkts += 1;
                     flow.resp_bytes += payload.len() as u64;
+                }
+                // Over UDP every datagram to a syslog port is one message (RFC 5426).
+                if self.config.syslog_udp_ports.contains(&receiver.1) && !payload.is_empty() {
+                    match parse_syslog(payload, ts, &self.config.syslog) {
+                        Ok(mut ev) => {
+                            ev.src_ip = Some(sender.0);
+                            ev.src_port = Some(sender.1);
+                            self.out.syslog.push(ev);
+                            if flow.service.is_none() {
+                                flow.service = Some("syslog");
+                                self.counters.syslog_flows += 1;
+                            }
+                        }
+                        Err(_) => self.out.syslog_rejected += 1,
+                    }
                 }
             }
             _ => {
@@ -541,15 +658,14 @@ impl Pipeline {
             }
             _ => (orig, resp),
         };
-        let modbus_server = if is_modbus_port(resp.1) {
-            Some(resp)
-        } else if is_modbus_port(orig.1) {
-            Some(orig)
-        } else {
-            None
-        };
-        let app = match modbus_server {
-            Some(server) => {
+        let is_syslog_port =
+            |p: u16| transport == Transport::Tcp && self.config.syslog_tcp_ports.contains(&p);
+        let server = [resp, orig]
+            .into_iter()
+            .find(|e| is_modbus_port(e.1))
+            .or_else(|| [resp, orig].into_iter().find(|e| is_syslog_port(e.1)));
+        let app = match server {
+            Some(server) if is_modbus_port(server.1) => {
                 let client = if server == resp { orig } else { resp };
                 App::Modbus(Box::new(ModbusSession::new(
                     client,
@@ -557,6 +673,12 @@ impl Pipeline {
                     self.config.modbus,
                 )))
             }
+            Some(server) => App::Syslog(Box::new(SyslogStream {
+                sender: if server == resp { orig } else { resp },
+                framer: StreamFramer::new(None, self.config.syslog.max_message_bytes),
+                verdict: None,
+                frames: Vec::new(),
+            })),
             None => App::None,
         };
         Flow {
@@ -572,7 +694,7 @@ impl Pipeline {
             tcp: (transport == Transport::Tcp).then(Box::<TcpState>::default),
             closing_since: None,
             app,
-            modbus_server,
+            server,
             service: None,
         }
     }
@@ -606,10 +728,10 @@ impl Pipeline {
         // Requests whose response never came are released by time, not only at flow end.
         for flow in self.flows.values_mut() {
             if let App::Modbus(session) = &mut flow.app {
-                session.finish_timed_out(now, &mut self.modbus_counters, &mut self.modbus_out);
+                session.finish_timed_out(now, &mut self.out.modbus_counters, &mut self.out.modbus);
             }
         }
-        self.flush_modbus(sink);
+        self.flush_app_events(sink);
     }
 
     /// Keeps the table under its limit: the least recently active sixteenth goes.
@@ -645,37 +767,20 @@ impl Pipeline {
         };
         self.counters.flows_ended += 1;
         let sc = &mut self.stream_counters;
-        let mc = &mut self.modbus_counters;
-        let out = &mut self.modbus_out;
+        let out = &mut self.out;
+        let opts = &self.config.syslog;
         if let Some(tcp) = flow.tcp.as_mut() {
             for (idx, stream) in tcp.streams.iter_mut().enumerate() {
-                let held = stream.held_bytes();
-                self.held_total = self.held_total.saturating_sub(held);
+                self.held_total = self.held_total.saturating_sub(stream.held_bytes());
                 let sender = if idx == 0 { flow.orig } else { flow.resp };
-                let dir = if Some(sender) == flow.modbus_server {
-                    Direction::ToClient
-                } else {
-                    Direction::ToServer
-                };
+                let from_server = Some(sender) == flow.server;
                 let app = &mut flow.app;
-                stream.flush(sc, &mut |c| {
-                    if let App::Modbus(session) = app {
-                        match c {
-                            Chunk::Data(d, at) => session.on_data(dir, at, d, mc, out),
-                            Chunk::Gap(_) => session.on_gap(dir),
-                        }
-                    }
-                });
+                stream.flush(sc, &mut |c| app.on_chunk(from_server, c, out, opts));
             }
         }
-        if let App::Modbus(session) = &mut flow.app {
-            session.finish(flow.last_ts, mc, out);
-            if session.verdict() == Verdict::Modbus && flow.service.is_none() {
-                flow.service = Some("modbus");
-                self.counters.modbus_flows += 1;
-            }
-        }
-        self.flush_modbus(sink);
+        flow.app.finish(flow.last_ts, out, opts);
+        Self::note_service(&mut flow, &mut self.counters);
+        self.flush_app_events(sink);
         self.counters.events_flow += 1;
         sink.event(Event::Flow(FlowEvent {
             ts: flow.first_ts,
@@ -702,10 +807,41 @@ impl Pipeline {
         }));
     }
 
-    fn flush_modbus(&mut self, sink: &mut dyn EventSink) {
-        for e in self.modbus_out.drain(..) {
+    fn flush_app_events(&mut self, sink: &mut dyn EventSink) {
+        for e in self.out.modbus.drain(..) {
             self.counters.events_modbus += 1;
             sink.event(Event::Modbus(e));
+        }
+        for e in self.out.syslog.drain(..) {
+            self.counters.events_syslog += 1;
+            sink.event(Event::Syslog(e));
+        }
+    }
+
+    /// Records the service once the protocol layer decided, and drops a layer that found
+    /// its protocol absent.
+    fn note_service(flow: &mut Flow, counters: &mut Counters) {
+        if flow.service.is_some() {
+            return;
+        }
+        match flow.app.service() {
+            Some("modbus") => {
+                flow.service = Some("modbus");
+                counters.modbus_flows += 1;
+            }
+            Some("syslog") => {
+                flow.service = Some("syslog");
+                counters.syslog_flows += 1;
+            }
+            Some(_) => {
+                match flow.app {
+                    App::Modbus(_) => counters.not_modbus_flows += 1,
+                    App::Syslog(_) => counters.not_syslog_flows += 1,
+                    App::None => {}
+                }
+                flow.app = App::None;
+            }
+            None => {}
         }
     }
 }

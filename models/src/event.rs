@@ -89,7 +89,8 @@ pub enum Anomaly {
     InvalidUtf8,
     /// The message did not follow the grammar it claimed, and was read leniently.
     Malformed,
-    /// No `<PRI>` at the start; the default (user.notice, 13) was assumed.
+    /// No `<PRI>` at the start: priority, facility and severity are absent (receivers
+    /// conventionally assume user.notice, 13).
     MissingPriority,
     /// The timestamp could not be read.
     InvalidTimestamp,
