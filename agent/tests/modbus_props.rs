@@ -7,7 +7,9 @@ use std::net::IpAddr;
 
 use proptest::prelude::*;
 
-use mamori_agent::proto::modbus::parser::{parse_modbus_adu, parse_modbus_request, parse_modbus_response};
+use mamori_agent::proto::modbus::parser::{
+    parse_modbus_adu, parse_modbus_request, parse_modbus_response,
+};
 use mamori_agent::proto::modbus::{Direction, ModbusSession, SessionCounters, SessionLimits};
 use mamori_agent::tcp::{Chunk, StreamCounters, StreamLimits, StreamReassembler};
 use mamori_models::{ModbusEvent, Timestamp};
@@ -25,7 +27,11 @@ fn pdu_pair() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
             let mut req = vec![f];
             req.extend(a.to_be_bytes());
             req.extend(q.to_be_bytes());
-            let n = if f <= 2 { usize::from(q).div_ceil(8) } else { usize::from(q) * 2 };
+            let n = if f <= 2 {
+                usize::from(q).div_ceil(8)
+            } else {
+                usize::from(q) * 2
+            };
             let mut resp = vec![f, n as u8];
             resp.extend((0..n).map(|i| i as u8));
             (req, resp)
@@ -36,19 +42,23 @@ fn pdu_pair() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
             req.extend(v.to_be_bytes());
             (req.clone(), req)
         }),
-        (any::<u16>(), proptest::collection::vec(any::<u16>(), 1..=20)).prop_map(|(a, vals)| {
-            let mut req = vec![16];
-            req.extend(a.to_be_bytes());
-            req.extend((vals.len() as u16).to_be_bytes());
-            req.push((vals.len() * 2) as u8);
-            for v in &vals {
-                req.extend(v.to_be_bytes());
-            }
-            let mut resp = vec![16];
-            resp.extend(a.to_be_bytes());
-            resp.extend((vals.len() as u16).to_be_bytes());
-            (req, resp)
-        }),
+        (
+            any::<u16>(),
+            proptest::collection::vec(any::<u16>(), 1..=20)
+        )
+            .prop_map(|(a, vals)| {
+                let mut req = vec![16];
+                req.extend(a.to_be_bytes());
+                req.extend((vals.len() as u16).to_be_bytes());
+                req.push((vals.len() * 2) as u8);
+                for v in &vals {
+                    req.extend(v.to_be_bytes());
+                }
+                let mut resp = vec![16];
+                resp.extend(a.to_be_bytes());
+                resp.extend((vals.len() as u16).to_be_bytes());
+                (req, resp)
+            }),
         (any::<u16>(), 1u8..=11).prop_map(|(sub, code)| {
             let mut req = vec![8];
             req.extend(sub.to_be_bytes());
@@ -92,7 +102,10 @@ fn run_session(to_server: &[u8], to_client: &[u8], cuts: &[usize]) -> Vec<Modbus
     let mut c = SessionCounters::default();
     let mut out = Vec::new();
     let ts = Timestamp::from_micros(1_000_000);
-    for (dir, data) in [(Direction::ToServer, to_server), (Direction::ToClient, to_client)] {
+    for (dir, data) in [
+        (Direction::ToServer, to_server),
+        (Direction::ToClient, to_client),
+    ] {
         let mut points: Vec<usize> = cuts.iter().map(|&k| k % (data.len() + 1)).collect();
         points.push(0);
         points.push(data.len());
