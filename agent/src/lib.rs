@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod capture;
+pub mod intake;
 pub mod pipeline;
 pub mod proto;
 pub mod replay;

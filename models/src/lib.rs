@@ -2,6 +2,7 @@
 //! baseline-learned anomaly models. Pure and deterministic: no I/O, no async.
 #![forbid(unsafe_code)]
 
+pub mod detect;
 pub mod event;
 pub mod templates;
 pub mod time;

@@ -1,0 +1,1 @@
+//! Network intake: the syslog receivers (UDP, TCP, TLS).
