@@ -9,7 +9,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 use mamori_agent::capture::{L4, LinkType, RawPacket, decode_frame, read_capture_file};
 use mamori_agent::pipeline::{Pipeline, PipelineConfig};
-use mamori_agent::proto::modbus::parser::{Framing, parse_modbus_adu, parse_modbus_request, parse_modbus_response};
+use mamori_agent::proto::modbus::parser::{
+    Framing, parse_modbus_adu, parse_modbus_request, parse_modbus_response,
+};
 use mamori_models::Timestamp;
 
 struct Frame {
@@ -21,12 +23,23 @@ struct Frame {
 fn capture() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let plant1 = root.join("../../shared/corpus/modbus/controlthings-ct-samples/Plant1_ModbusTCP/Plant1_ModbusTCP.pcap");
-    if plant1.is_file() { plant1 } else { root.join("../tests/golden/modbus_plant.pcap") }
+    if plant1.is_file() {
+        plant1
+    } else {
+        root.join("../tests/golden/modbus_plant.pcap")
+    }
 }
 
 fn frames(path: &Path) -> Vec<Frame> {
     let mut out = Vec::new();
-    read_capture_file(path, |p| out.push(Frame { ts: p.ts, link_type: p.link_type, data: p.data.to_vec() })).unwrap();
+    read_capture_file(path, |p| {
+        out.push(Frame {
+            ts: p.ts,
+            link_type: p.link_type,
+            data: p.data.to_vec(),
+        })
+    })
+    .unwrap();
     out
 }
 
@@ -37,7 +50,9 @@ fn bench(c: &mut Criterion) {
     let mut adus: Vec<(bool, Vec<u8>)> = Vec::new();
     for f in &frames {
         if let Ok(d) = decode_frame(f.link_type, &f.data)
-            && let L4::Tcp { src_port, payload, .. } = d.l4
+            && let L4::Tcp {
+                src_port, payload, ..
+            } = d.l4
         {
             let mut rest = payload;
             while let Framing::Adu(adu, n) = parse_modbus_adu(rest, 1024) {
@@ -54,7 +69,11 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut n = 0usize;
             for (from_server, pdu) in &adus {
-                let d = if *from_server { parse_modbus_response(pdu) } else { parse_modbus_request(pdu) };
+                let d = if *from_server {
+                    parse_modbus_response(pdu)
+                } else {
+                    parse_modbus_request(pdu)
+                };
                 n += d.anomalies.len() + usize::from(d.raw_function);
             }
             n
@@ -71,7 +90,12 @@ fn bench(c: &mut Criterion) {
             let mut sink = |_e: mamori_models::Event| events += 1;
             for f in &frames {
                 p.process(
-                    &RawPacket { ts: f.ts, link_type: f.link_type, data: &f.data, orig_len: f.data.len() as u32 },
+                    &RawPacket {
+                        ts: f.ts,
+                        link_type: f.link_type,
+                        data: &f.data,
+                        orig_len: f.data.len() as u32,
+                    },
                     &mut sink,
                 );
             }
