@@ -12,4 +12,7 @@ pub mod framing;
 pub mod parser;
 
 pub use framing::{Frame, FramerStats, Framing, StreamFramer};
-pub use parser::{ParseOptions, SyslogError, parse_syslog, parse_syslog_frame, probe_syslog};
+pub use parser::{
+    ParseOptions, SyslogError, SyslogRecord, parse_syslog, parse_syslog_frame, parse_syslog_record,
+    probe_syslog,
+};

@@ -95,6 +95,58 @@ pub fn parse_syslog(
     received: Timestamp,
     opts: &ParseOptions,
 ) -> Result<SyslogEvent, SyslogError> {
+    Ok(parse_syslog_record(input, received, opts)?.into_event(received))
+}
+
+/// A parsed message that still borrows the input: the text fields are slices of it and nothing
+/// is copied until [`SyslogRecord::into_event`]. For consumers that look at a few fields of
+/// many messages (filters, template mining) without paying for an owned event.
+#[derive(Debug)]
+pub struct SyslogRecord<'a>(Fields<'a>);
+
+impl<'a> SyslogRecord<'a> {
+    pub fn format(&self) -> SyslogFormat {
+        self.0.format
+    }
+
+    pub fn priority(&self) -> Option<u8> {
+        self.0.prival
+    }
+
+    pub fn severity(&self) -> Option<u8> {
+        self.0.prival.map(|p| p & 7).or(self.0.severity_hint)
+    }
+
+    pub fn hostname(&self) -> Option<&[u8]> {
+        self.0.hostname
+    }
+
+    pub fn app_name(&self) -> Option<&[u8]> {
+        self.0.app_name.as_deref()
+    }
+
+    pub fn msg(&self) -> Option<&'a [u8]> {
+        self.0.msg
+    }
+
+    pub fn anomalies(&self) -> &[Anomaly] {
+        &self.0.anomalies
+    }
+
+    /// The owned event (`ts` is the message's time in UTC when its zone is known, else
+    /// `received`).
+    pub fn into_event(self, received: Timestamp) -> SyslogEvent {
+        self.0.into_event(received)
+    }
+}
+
+/// Parses one message into a [`SyslogRecord`] borrowing `input`; same rules as
+/// [`parse_syslog`].
+pub fn parse_syslog_record<'a>(
+    input: &'a [u8],
+    received: Timestamp,
+    opts: &ParseOptions,
+) -> Result<SyslogRecord<'a>, SyslogError> {
     let cut = input.len() > opts.max_message_bytes;
     let input = input.get(..opts.max_message_bytes).unwrap_or(input);
     let mut fields = if opts.strict {
@@ -108,7 +160,7 @@ pub fn parse_syslog(
     if cut {
         fields.anomalies.push(Anomaly::Truncated);
     }
-    Ok(fields.into_event(received))
+    Ok(SyslogRecord(fields))
 }
 
 /// Whether `input` starts like a syslog message: a valid `<PRI>` followed by an RFC 5424
