@@ -6,4 +6,5 @@ pub mod intake;
 pub mod pipeline;
 pub mod proto;
 pub mod replay;
+pub mod ship;
 pub mod tcp;
