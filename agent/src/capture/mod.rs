@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod defrag;
 pub mod file;
+pub mod live;
 
 pub use decode::{DecodeError, Decoded, L4, TcpFlags, decode_frame};
 pub use file::{CaptureError, FileSummary, read_capture_file};
