@@ -22,8 +22,36 @@ struct Cli {
 enum Command {
     /// Decode pcap/pcapng files and write events as JSON Lines (one event per line).
     Replay(ReplayArgs),
+    /// Capture live on network interfaces (needs CAP_NET_RAW) and write events as JSON Lines
+    /// until SIGINT/SIGTERM; the sockets only receive.
+    Capture(CaptureArgs),
     /// Parse syslog messages from standard input and write one JSON object per message.
     ParseSyslog(mamori_agent::proto::syslog::cli::ParseSyslogArgs),
+}
+
+#[derive(Args, Debug)]
+struct CaptureArgs {
+    /// Interface to capture on (repeatable: one pipeline sees them all).
+    #[arg(short, long = "interface", required = true, value_name = "NAME")]
+    interfaces: Vec<String>,
+    /// Do not put the interfaces in promiscuous mode.
+    #[arg(long)]
+    no_promiscuous: bool,
+    /// Kernel filter: only the Modbus and syslog ports (default: every IP frame, so that flows
+    /// of every conversation are seen).
+    #[arg(long)]
+    configured_ports_only: bool,
+    /// Switch to this user once the capture sockets are open.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long, value_name = "SECONDS")]
+    duration_seconds: Option<u64>,
+    /// Ring memory per interface.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    ring_bytes: usize,
+    #[command(flatten)]
+    decode: DecodeArgs,
 }
 
 #[derive(Args, Debug)]
@@ -31,6 +59,13 @@ struct ReplayArgs {
     /// Capture files (pcap or pcapng), read in the order given as one continuous capture.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
+    #[command(flatten)]
+    decode: DecodeArgs,
+}
+
+/// Decoding options shared by `replay` and `capture`.
+#[derive(Args, Debug)]
+struct DecodeArgs {
     /// Also recognise Modbus/TCP on this TCP port (repeatable; 502 is always included).
     #[arg(long = "modbus-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     modbus_ports: Vec<u16>,
@@ -88,6 +123,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Replay(args) => replay(args),
+        Command::Capture(args) => capture(args),
         Command::ParseSyslog(args) => {
             mamori_agent::proto::syslog::cli::run(
                 &args,
@@ -107,64 +143,13 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     for f in &args.files {
         std::fs::metadata(f).with_context(|| format!("{}: cannot read", f.display()))?;
     }
-    let mut config = PipelineConfig::default();
-    for p in &args.modbus_ports {
-        if !config.modbus_ports.contains(p) {
-            config.modbus_ports.push(*p);
-        }
+    let config = args.decode.pipeline_config();
+    let mut output = EventWriter::open(args.decode.output.as_deref())?;
+    let report = replay_files(&args.files, config, &mut |event| output.write(&event));
+    if output.finish()? {
+        return Ok(ExitCode::SUCCESS); // the reader went away (broken pipe)
     }
-    for p in &args.syslog_udp_ports {
-        if !config.syslog_udp_ports.contains(p) {
-            config.syslog_udp_ports.push(*p);
-        }
-    }
-    for p in &args.syslog_tcp_ports {
-        if !config.syslog_tcp_ports.contains(p) {
-            config.syslog_tcp_ports.push(*p);
-        }
-    }
-    config.max_flows = usize::try_from(args.max_flows).unwrap_or(usize::MAX);
-    config.stream.max_held_bytes =
-        usize::try_from(args.max_stream_buffer_bytes).unwrap_or(usize::MAX);
-    config.max_reassembly_bytes = usize::try_from(args.max_reassembly_bytes).unwrap_or(usize::MAX);
-    config.tcp_idle_timeout_us = secs(args.tcp_idle_timeout_seconds);
-    config.udp_idle_timeout_us = secs(args.udp_idle_timeout_seconds);
-    config.icmp_idle_timeout_us = secs(args.udp_idle_timeout_seconds);
-    config.modbus.response_timeout_us = secs(args.modbus_response_timeout_seconds);
-
-    let out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("{}: cannot create output file", path.display()))?,
-        ),
-        None => Box::new(std::io::stdout().lock()),
-    };
-    let mut out = BufWriter::with_capacity(256 * 1024, out);
-    let mut write_error: Option<std::io::Error> = None;
-    let mut line = Vec::with_capacity(1024);
-    let report = replay_files(&args.files, config, &mut |event| {
-        if write_error.is_some() {
-            return;
-        }
-        line.clear();
-        let r = serde_json::to_writer(&mut line, &event)
-            .map_err(std::io::Error::other)
-            .and_then(|()| {
-                line.push(b'\n');
-                out.write_all(&line)
-            });
-        if let Err(e) = r {
-            write_error = Some(e);
-        }
-    });
-    if let Some(e) = write_error {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            return Ok(ExitCode::SUCCESS);
-        }
-        return Err(e).context("writing events");
-    }
-    out.flush().context("writing events")?;
-    if args.stats {
+    if args.decode.stats {
         eprintln!(
             "{}",
             serde_json::to_string(&report.counters).context("encoding counters")?
@@ -178,4 +163,192 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn capture(args: CaptureArgs) -> Result<ExitCode> {
+    use mamori_agent::capture::live::{
+        CaptureFilter, LiveCapture, LiveConfig, LiveInput, drop_privileges,
+    };
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let config = args.decode.pipeline_config();
+    let filter = if args.configured_ports_only {
+        let mut tcp = config.modbus_ports.clone();
+        tcp.extend(&config.syslog_tcp_ports);
+        CaptureFilter::Ports {
+            tcp,
+            udp: config.syslog_udp_ports.clone(),
+        }
+    } else {
+        CaptureFilter::AllIp
+    };
+    let live = LiveConfig {
+        interfaces: args.interfaces.clone(),
+        promiscuous: !args.no_promiscuous,
+        filter,
+        ring_bytes: args.ring_bytes,
+        ..LiveConfig::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    let mut cap = LiveCapture::open(&live).context("opening the capture")?;
+    if let Some(user) = &args.user {
+        drop_privileges(user)
+            .map_err(anyhow::Error::msg)
+            .context("dropping privileges")?;
+        tracing::info!(user = %user, "running unprivileged");
+    }
+    let mut output = EventWriter::open(args.decode.output.as_deref())?;
+    let mut pipeline = mamori_agent::pipeline::Pipeline::new(config);
+    if let Some(secs) = args.duration_seconds {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let started = std::time::SystemTime::now();
+    let started_at = std::time::Instant::now();
+    let wall_now = || {
+        let d = started
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            + started_at.elapsed();
+        mamori_models::Timestamp::from_secs_nanos(
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            d.subsec_nanos(),
+        )
+    };
+    let mut sink = |event: mamori_models::Event| output.write(&event);
+    cap.run(
+        &stop,
+        std::time::Duration::from_millis(500),
+        |input| match input {
+            LiveInput::Frame(pkt) => pipeline.process(pkt, &mut sink),
+            LiveInput::Tick => {
+                pipeline.advance_to(wall_now(), &mut sink);
+            }
+        },
+    );
+    pipeline.advance_to(wall_now(), &mut sink);
+    pipeline.finish(&mut sink);
+    let stats = cap.stats();
+    if output.finish()? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.decode.stats {
+        let mut v = serde_json::to_value(pipeline.counters()).context("encoding counters")?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert(
+                "capture_frames".into(),
+                stats.frames.load(Ordering::Relaxed).into(),
+            );
+            o.insert(
+                "capture_queue_drops".into(),
+                stats.queue_drops.load(Ordering::Relaxed).into(),
+            );
+            o.insert(
+                "kernel_packets".into(),
+                stats.kernel_packets.load(Ordering::Relaxed).into(),
+            );
+            o.insert(
+                "kernel_drops".into(),
+                stats.kernel_drops.load(Ordering::Relaxed).into(),
+            );
+        }
+        eprintln!("{v}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// JSON Lines to a file or standard output. A write error is kept and reported once at the
+/// end; a broken pipe (the reader went away) ends output quietly.
+struct EventWriter {
+    out: BufWriter<Box<dyn Write>>,
+    line: Vec<u8>,
+    error: Option<std::io::Error>,
+}
+
+impl EventWriter {
+    fn open(path: Option<&std::path::Path>) -> Result<Self> {
+        let out: Box<dyn Write> = match path {
+            Some(path) => Box::new(
+                std::fs::File::create(path)
+                    .with_context(|| format!("{}: cannot create output file", path.display()))?,
+            ),
+            None => Box::new(std::io::stdout().lock()),
+        };
+        Ok(EventWriter {
+            out: BufWriter::with_capacity(256 * 1024, out),
+            line: Vec::with_capacity(1024),
+            error: None,
+        })
+    }
+
+    fn write(&mut self, event: &mamori_models::Event) {
+        if self.error.is_some() {
+            return;
+        }
+        self.line.clear();
+        let r = serde_json::to_writer(&mut self.line, event)
+            .map_err(std::io::Error::other)
+            .and_then(|()| {
+                self.line.push(b'\n');
+                self.out.write_all(&self.line)
+            });
+        if let Err(e) = r {
+            self.error = Some(e);
+        }
+    }
+
+    /// Flushes; `Ok(true)` when output stopped because the reader went away.
+    fn finish(mut self) -> Result<bool> {
+        if let Some(e) = self.error.take() {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(true);
+            }
+            return Err(e).context("writing events");
+        }
+        match self.out.flush() {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(true),
+            r => r.map(|()| false).context("writing events"),
+        }
+    }
+}
+
+impl DecodeArgs {
+    fn pipeline_config(&self) -> PipelineConfig {
+        let args = self;
+        let mut config = PipelineConfig::default();
+        for p in &args.modbus_ports {
+            if !config.modbus_ports.contains(p) {
+                config.modbus_ports.push(*p);
+            }
+        }
+        for p in &args.syslog_udp_ports {
+            if !config.syslog_udp_ports.contains(p) {
+                config.syslog_udp_ports.push(*p);
+            }
+        }
+        for p in &args.syslog_tcp_ports {
+            if !config.syslog_tcp_ports.contains(p) {
+                config.syslog_tcp_ports.push(*p);
+            }
+        }
+        config.max_flows = usize::try_from(args.max_flows).unwrap_or(usize::MAX);
+        config.stream.max_held_bytes =
+            usize::try_from(args.max_stream_buffer_bytes).unwrap_or(usize::MAX);
+        config.max_reassembly_bytes =
+            usize::try_from(args.max_reassembly_bytes).unwrap_or(usize::MAX);
+        config.tcp_idle_timeout_us = secs(args.tcp_idle_timeout_seconds);
+        config.udp_idle_timeout_us = secs(args.udp_idle_timeout_seconds);
+        config.icmp_idle_timeout_us = secs(args.udp_idle_timeout_seconds);
+        config.modbus.response_timeout_us = secs(args.modbus_response_timeout_seconds);
+
+        config
+    }
 }

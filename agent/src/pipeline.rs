@@ -439,6 +439,20 @@ impl Pipeline {
         self.flush_app_events(sink);
     }
 
+    /// Moves the pipeline's clock to `now` when no packet arrives (live capture on a quiet
+    /// link): idle flows end and overdue requests are reported without waiting for traffic.
+    pub fn advance_to(&mut self, now: Timestamp, sink: &mut dyn EventSink) {
+        if now <= self.last_ts {
+            return;
+        }
+        self.last_ts = now;
+        let sec = now.as_secs();
+        if sec != self.last_sweep_sec {
+            self.last_sweep_sec = sec;
+            self.sweep(now, sink);
+        }
+    }
+
     /// End of input: every flow ends, every waiting request is reported.
     pub fn finish(&mut self, sink: &mut dyn EventSink) {
         let mut keys: Vec<(Timestamp, FlowKey)> =
@@ -498,7 +512,12 @@ impl Pipeline {
             return;
         };
         flow.last_ts = ts;
-        let from_orig = sender == flow.orig;
+        // ICMP flows keep type and code where ports would be: compare addresses only.
+        let from_orig = if transport == Transport::Icmp {
+            sender.0 == flow.orig.0
+        } else {
+            sender == flow.orig
+        };
         match l4 {
             L4::Tcp {
                 seq,

@@ -464,7 +464,12 @@ impl Service for PlantService {
 
 /// Serves a fresh plant on `127.0.0.1:0`; returns its address and the server task.
 pub async fn serve_plant() -> io::Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    serve_plant_on("127.0.0.1:0".parse().map_err(io::Error::other)?).await
+}
+
+/// Serves a fresh plant on `addr`; returns the bound address and the server task.
+pub async fn serve_plant_on(addr: SocketAddr) -> io::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let plant = Arc::new(Mutex::new(Plant::new()));
     let task = tokio::spawn(async move {

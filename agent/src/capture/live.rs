@@ -81,6 +81,14 @@ pub struct LiveStats {
     pub kernel_drops: AtomicU64,
 }
 
+/// What [`LiveCapture::run`] hands to its caller.
+#[derive(Debug)]
+pub enum LiveInput<'a> {
+    Frame(&'a RawPacket<'a>),
+    /// No frame for a while.
+    Tick,
+}
+
 /// One captured frame, owned (it left the ring).
 #[derive(Debug)]
 struct OwnedFrame {
@@ -177,36 +185,29 @@ impl LiveCapture {
         Arc::clone(&self.stats)
     }
 
-    /// Delivers frames until `stop` is set (or every reader ended), waking at least every
-    /// `tick` so the caller can do periodic work in `on_tick`.
-    pub fn run(
-        &mut self,
-        stop: &AtomicBool,
-        tick: Duration,
-        mut on_frame: impl FnMut(&RawPacket<'_>),
-        mut on_tick: impl FnMut(),
-    ) {
+    /// Delivers frames until `stop` is set (or every reader ended), and a
+    /// [`LiveInput::Tick`] whenever `tick` passes without one, so the caller can advance its
+    /// clock on a quiet link.
+    pub fn run(&mut self, stop: &AtomicBool, tick: Duration, mut on: impl FnMut(LiveInput<'_>)) {
+        let deliver = |f: &OwnedFrame, on: &mut dyn FnMut(LiveInput<'_>)| {
+            on(LiveInput::Frame(&RawPacket {
+                ts: f.ts,
+                link_type: LinkType::ETHERNET,
+                data: &f.data,
+                orig_len: f.orig_len,
+            }));
+        };
         while !stop.load(Ordering::Relaxed) {
             match self.rx.recv_timeout(tick) {
-                Ok(f) => on_frame(&RawPacket {
-                    ts: f.ts,
-                    link_type: LinkType::ETHERNET,
-                    data: &f.data,
-                    orig_len: f.orig_len,
-                }),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => on_tick(),
+                Ok(f) => deliver(&f, &mut on),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => on(LiveInput::Tick),
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
         self.shutdown();
         // What the readers queued before they stopped is still delivered.
         while let Ok(f) = self.rx.try_recv() {
-            on_frame(&RawPacket {
-                ts: f.ts,
-                link_type: LinkType::ETHERNET,
-                data: &f.data,
-                orig_len: f.orig_len,
-            });
+            deliver(&f, &mut on);
         }
     }
 
