@@ -1,1 +1,259 @@
 //! Shipping events to the collector: batches, the disk spool, and the mTLS client.
+//!
+//! [`Shipper`] ties them together: producers [`push`](Shipper::push) events into the spool
+//! (journaled at once, sealed into compressed batches by count, size or age), a client task
+//! sends sealed batches in sequence order and deletes each only when the collector has
+//! acknowledged it. Delivery is at least once; the collector deduplicates by (agent,
+//! sequence), so what it stores is exactly once. Protocol and durability: `docs/shipping.md`.
+
+pub mod batch;
+pub mod client;
+pub mod config;
+pub mod spool;
+pub mod stats;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use mamori_models::Event;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+pub use batch::{Batch, BatchHeader, BatchLimits, decode_body};
+pub use client::{Ack, backoff_delay};
+pub use config::{ConfigErrors, ConfigProblem, FsyncPolicy, ShipperConfig, WhenFull};
+pub use spool::{PushOutcome, Spool, SpoolConfig};
+pub use stats::{ShipStats, ShipStatsSnapshot};
+
+/// Everything that can go wrong while shipping.
+#[derive(Debug, thiserror::Error)]
+pub enum ShipError {
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("encoding a batch: {0}")]
+    Encode(String),
+    #[error("decoding a batch: {0}")]
+    Decode(String),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("connecting to {address}: {reason}")]
+    Connect { address: String, reason: String },
+    #[error("sending a batch: {0}")]
+    Send(String),
+    #[error("the collector refused the batch ({status}): {reason}")]
+    Refused { status: u16, reason: String },
+    #[error("the collector acknowledged batch {acked}, not {expected}")]
+    WrongAck { expected: u64, acked: u64 },
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    #[error("shipping task: {0}")]
+    Task(String),
+}
+
+/// State shared by the producers, the flusher task and the client task.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    spool: Mutex<Spool>,
+    /// A batch was sealed (one waiter: the client; a permit is kept if it is busy).
+    batch_ready: Notify,
+    /// A batch was acknowledged (producers waiting under `when_full = block`).
+    space_freed: Notify,
+    stats: Arc<ShipStats>,
+}
+
+impl Shared {
+    /// The spool; a panic elsewhere while holding it leaves a spool that is still
+    /// consistent on disk, so the poison is ignored.
+    fn spool(&self) -> MutexGuard<'_, Spool> {
+        self.spool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs spool file work (reads, fsyncs) off the async worker threads.
+    async fn with_spool<T, F>(self: &Arc<Self>, f: F) -> Result<T, ShipError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Spool) -> Result<T, ShipError> + Send + 'static,
+    {
+        let shared = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&mut shared.spool()))
+            .await
+            .map_err(|e| ShipError::Task(e.to_string()))?
+    }
+
+    /// Runs a spool change that may seal batches; wakes the client if it did.
+    fn sealing<T>(&self, f: impl FnOnce(&mut Spool) -> T) -> T {
+        let before = stats_value(&self.stats.batches_spooled);
+        let out = f(&mut self.spool());
+        if stats_value(&self.stats.batches_spooled) != before {
+            self.batch_ready.notify_one();
+        }
+        out
+    }
+}
+
+fn stats_value(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Resolves when shutdown is signalled or its sender is gone.
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The agent's shipping: spool, flusher and client, running on the current tokio runtime.
+#[derive(Debug)]
+pub struct Shipper {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Shipper {
+    /// Validates `config` (every problem at once), loads the certificates, opens the spool
+    /// (recovering what a crash left) and starts the tasks on the current tokio runtime.
+    pub fn start(config: &ShipperConfig) -> Result<Shipper, ShipError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| ShipError::Task(format!("Shipper::start needs a tokio runtime: {e}")))?;
+        config.validate()?;
+        let material = config.load_tls().map_err(ConfigErrors)?;
+        let client = client::Client::new(config, client::tls_connector(material)?)?;
+        let stats = Arc::new(ShipStats::default());
+        let spool = Spool::open(&config.spool_dir, config.spool_config(), Arc::clone(&stats))?;
+        let shared = Arc::new(Shared {
+            spool: Mutex::new(spool),
+            batch_ready: Notify::new(),
+            space_freed: Notify::new(),
+            stats,
+        });
+        let (shutdown, rx) = watch::channel(false);
+        let tasks = vec![
+            runtime.spawn(client::run(client, Arc::clone(&shared), rx.clone())),
+            runtime.spawn(flusher(
+                Arc::clone(&shared),
+                config.batch_limits().max_age,
+                rx,
+            )),
+        ];
+        Ok(Shipper {
+            shared,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The live counters.
+    pub fn stats(&self) -> Arc<ShipStats> {
+        Arc::clone(&self.shared.stats)
+    }
+
+    /// Takes one event without waiting. With `when_full = block` and the spool full it is
+    /// refused: [`PushOutcome::Full`], counted in `events_refused_total`. Writes to the
+    /// journal; when the event completes a batch, seals it (one fsync with `fsync = always`).
+    pub fn try_push(&self, event: &Event) -> Result<PushOutcome, ShipError> {
+        let outcome = self.shared.sealing(|s| s.push(event))?;
+        if outcome == PushOutcome::Full {
+            stats::add(&self.shared.stats.events_refused, 1);
+        }
+        Ok(outcome)
+    }
+
+    /// Takes one event, waiting for room with `when_full = block`.
+    pub async fn push(&self, event: &Event) -> Result<(), ShipError> {
+        loop {
+            let freed = self.shared.space_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match self.shared.sealing(|s| s.push(event))? {
+                PushOutcome::Accepted => return Ok(()),
+                // Re-check now and then too: the spool also drains by quarantine.
+                PushOutcome::Full => {
+                    let _ = tokio::time::timeout(Duration::from_millis(500), freed).await;
+                }
+            }
+        }
+    }
+
+    /// Seals the open batch now; returns its sequence number.
+    pub fn flush(&self) -> Result<Option<u64>, ShipError> {
+        self.shared.sealing(|s| s.seal())
+    }
+
+    /// Sealed batches not yet acknowledged.
+    pub fn spooled_batches(&self) -> usize {
+        self.shared.spool().len()
+    }
+
+    /// Graceful stop: seals the open batch, lets the client deliver for up to `drain`, then
+    /// stops the tasks. What is left stays spooled for the next start.
+    pub async fn shutdown(mut self, drain: Duration) -> Result<ShipStatsSnapshot, ShipError> {
+        let sealed = self.flush();
+        let deadline = Instant::now() + drain;
+        while !self.shared.spool().is_empty() && Instant::now() < deadline {
+            let freed = self.shared.space_freed.notified();
+            let _ = tokio::time::timeout(Duration::from_millis(50), freed).await;
+        }
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.drain(..) {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "shipping task ended badly");
+            }
+        }
+        sealed?;
+        Ok(self.shared.stats.snapshot())
+    }
+
+    /// Stops the tasks at once, sealing nothing and flushing nothing: what a crash of the
+    /// agent leaves on disk (for tests of recovery).
+    pub async fn abandon(mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Shipper {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Seals the open batch when its age limit passes.
+async fn flusher(shared: Arc<Shared>, max_age: Duration, mut shutdown: watch::Receiver<bool>) {
+    // Without an open batch, look again this often (a batch opened meanwhile has at least
+    // three quarters of its age left).
+    let idle = (max_age / 4).max(Duration::from_millis(10));
+    loop {
+        let deadline = shared.spool().deadline();
+        let wake = deadline.unwrap_or_else(|| Instant::now() + idle);
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+        let sealed = shared.with_spool(|s| s.seal_if_due(Instant::now())).await;
+        match sealed {
+            Ok(Some(_)) => shared.batch_ready.notify_one(),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot seal a batch; it stays journaled");
+                tokio::select! {
+                    _ = tokio::time::sleep(idle) => {}
+                    _ = stopped(&mut shutdown) => return,
+                }
+            }
+        }
+    }
+}
