@@ -2,7 +2,10 @@
 #![forbid(unsafe_code)]
 
 pub mod capture;
+pub mod config;
+pub mod daemon;
 pub mod intake;
+pub mod metrics;
 pub mod pipeline;
 pub mod proto;
 pub mod replay;

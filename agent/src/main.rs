@@ -25,6 +25,19 @@ enum Command {
     /// Capture live on network interfaces (needs CAP_NET_RAW) and write events as JSON Lines
     /// until SIGINT/SIGTERM; the sockets only receive.
     Capture(CaptureArgs),
+    /// Run as the substation daemon with the configuration file (capture, syslog listeners,
+    /// shipping, metrics) until SIGTERM/SIGINT.
+    Run {
+        /// The configuration file (TOML); see deploy/agent.toml.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Check a configuration file: every problem is reported (file, key, reason); exits
+    /// non-zero when there is one. Opens nothing and writes nothing.
+    CheckConfig {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Parse syslog messages from standard input and write one JSON object per message.
     ParseSyslog(mamori_agent::proto::syslog::cli::ParseSyslogArgs),
 }
@@ -124,6 +137,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Replay(args) => replay(args),
         Command::Capture(args) => capture(args),
+        Command::Run { config } => {
+            let config = mamori_agent::config::AgentConfig::load(&config)?;
+            mamori_agent::daemon::run(config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { file } => match mamori_agent::config::AgentConfig::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(1))
+            }
+        },
         Command::ParseSyslog(args) => {
             mamori_agent::proto::syslog::cli::run(
                 &args,

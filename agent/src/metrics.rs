@@ -1,0 +1,308 @@
+//! The agent's Prometheus metrics: every name in one place, prefix `mamori_agent_`, base units,
+//! `_total` on counters, small bounded label sets. Values are copied from the components'
+//! own counters when Prometheus scrapes, so the hot paths only bump plain atomics.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::capture::live::LiveStats;
+use crate::intake::StatsReader;
+use crate::pipeline::Counters;
+use crate::ship::ShipStats;
+
+/// What the metrics are read from; each part is optional (a component that is not configured).
+#[derive(Default)]
+pub struct Sources {
+    /// The pipeline's counters, published by the capture thread at every tick.
+    pub pipeline: Arc<Mutex<(Counters, usize)>>,
+    pub capture: Option<Arc<LiveStats>>,
+    pub shipper: Option<Arc<ShipStats>>,
+    pub syslog: Option<StatsReader>,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources").finish_non_exhaustive()
+    }
+}
+
+/// The registry and the metrics it holds.
+#[derive(Debug)]
+pub struct AgentMetrics {
+    registry: Registry,
+    packets: IntCounterVec,
+    packets_dropped: IntCounterVec,
+    bytes: IntCounterVec,
+    events: IntCounterVec,
+    decode_problems: IntCounterVec,
+    flows_tracked: IntGauge,
+    syslog_messages: IntCounterVec,
+    syslog_dropped: IntCounterVec,
+    batches: IntCounterVec,
+    shipper_events_dropped: IntCounterVec,
+    spool_bytes: IntGauge,
+    spool_oldest_age_seconds: IntGauge,
+    collector_connection_state: IntGauge,
+    sources: Sources,
+}
+
+fn counter(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
+    let g = IntGauge::new(name, help)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+/// Raises a counter to a total read from elsewhere (counters only go up).
+fn set_total(c: &IntCounterVec, labels: &[&str], total: u64) {
+    let m = c.with_label_values(labels);
+    let cur = m.get();
+    if total > cur {
+        m.inc_by(total - cur);
+    }
+}
+
+fn set_gauge(g: &IntGauge, v: u64) {
+    g.set(i64::try_from(v).unwrap_or(i64::MAX));
+}
+
+impl AgentMetrics {
+    pub fn new(sources: Sources) -> Result<Self, prometheus::Error> {
+        let r = Registry::new();
+        let build = IntGaugeVec::new(
+            Opts::new(
+                "mamori_agent_build_info",
+                "Build of the running agent (value 1).",
+            ),
+            &["version"],
+        )?;
+        r.register(Box::new(build.clone()))?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Ok(AgentMetrics {
+            packets: counter(
+                &r,
+                "mamori_agent_packets_total",
+                "Frames processed by the pipeline.",
+                &["source"],
+            )?,
+            packets_dropped: counter(
+                &r,
+                "mamori_agent_packets_dropped_total",
+                "Frames lost before the pipeline, by where.",
+                &["reason"],
+            )?,
+            bytes: counter(
+                &r,
+                "mamori_agent_bytes_total",
+                "Bytes on the wire of the frames processed.",
+                &["source"],
+            )?,
+            events: counter(
+                &r,
+                "mamori_agent_events_total",
+                "Events produced, by type.",
+                &["type"],
+            )?,
+            decode_problems: counter(
+                &r,
+                "mamori_agent_decode_problems_total",
+                "Frames, fragments, flows and stream bytes given up or flagged while decoding, by reason.",
+                &["reason"],
+            )?,
+            flows_tracked: gauge(&r, "mamori_agent_flows_tracked", "Flows in the flow table.")?,
+            syslog_messages: counter(
+                &r,
+                "mamori_agent_syslog_messages_total",
+                "Syslog messages received by the listeners.",
+                &["transport"],
+            )?,
+            syslog_dropped: counter(
+                &r,
+                "mamori_agent_syslog_dropped_total",
+                "Syslog messages dropped by the listeners, by reason.",
+                &["reason"],
+            )?,
+            batches: counter(
+                &r,
+                "mamori_agent_batches_total",
+                "Batches by outcome.",
+                &["outcome"],
+            )?,
+            shipper_events_dropped: counter(
+                &r,
+                "mamori_agent_spool_events_dropped_total",
+                "Events lost at the full spool, by policy.",
+                &["reason"],
+            )?,
+            spool_bytes: gauge(
+                &r,
+                "mamori_agent_spool_bytes",
+                "Bytes of batches waiting in the spool.",
+            )?,
+            spool_oldest_age_seconds: gauge(
+                &r,
+                "mamori_agent_spool_oldest_age_seconds",
+                "Age of the oldest unacknowledged batch.",
+            )?,
+            collector_connection_state: gauge(
+                &r,
+                "mamori_agent_collector_connection_state",
+                "Connection to the collector: 0 disconnected, 1 connecting, 2 connected.",
+            )?,
+            registry: r,
+            sources,
+        })
+    }
+
+    /// Copies the components' counters into the registry and encodes the text format.
+    pub fn render(&self) -> String {
+        let (c, flows) = self
+            .sources
+            .pipeline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        set_total(&self.packets, &["pipeline"], c.packets);
+        set_total(&self.bytes, &["pipeline"], c.bytes);
+        set_total(&self.events, &["modbus"], c.events_modbus);
+        set_total(&self.events, &["flow"], c.events_flow);
+        set_total(&self.events, &["syslog"], c.events_syslog);
+        for (reason, v) in [
+            ("malformed", c.malformed),
+            ("unsupported_link", c.unsupported_link),
+            ("fragments_table_full", c.fragments_dropped_table_full),
+            ("fragments_oversized", c.fragments_dropped_oversized),
+            ("fragments_expired", c.fragments_expired),
+            ("ipv6_fragments", c.ipv6_fragments),
+            ("flows_evicted", c.flows_evicted),
+            ("reassembly_limit", c.reassembly_limit_flushes),
+            ("tcp_gaps", c.tcp_gaps),
+            ("modbus_resynchronisations", c.modbus_resynchronisations),
+            ("modbus_pending_overflows", c.modbus_pending_overflows),
+            ("syslog_rejected", c.syslog_rejected),
+        ] {
+            set_total(&self.decode_problems, &[reason], v);
+        }
+        set_gauge(&self.flows_tracked, flows as u64);
+        if let Some(l) = &self.sources.capture {
+            use std::sync::atomic::Ordering::Relaxed;
+            set_total(&self.packets, &["capture"], l.frames.load(Relaxed));
+            set_total(
+                &self.packets_dropped,
+                &["kernel"],
+                l.kernel_drops.load(Relaxed),
+            );
+            set_total(
+                &self.packets_dropped,
+                &["queue"],
+                l.queue_drops.load(Relaxed),
+            );
+        }
+        if let Some(s) = &self.sources.shipper {
+            let s = s.snapshot();
+            set_total(&self.batches, &["spooled"], s.batches_spooled_total);
+            set_total(&self.batches, &["sent"], s.batches_sent_total);
+            set_total(&self.batches, &["acked"], s.batches_acked_total);
+            set_total(&self.batches, &["retried"], s.batches_retried_total);
+            set_total(&self.batches, &["duplicate"], s.batches_duplicate_total);
+            set_total(&self.batches, &["dropped"], s.batches_dropped_total);
+            set_total(
+                &self.shipper_events_dropped,
+                &["full_spool"],
+                s.events_dropped_total,
+            );
+            set_total(
+                &self.shipper_events_dropped,
+                &["refused"],
+                s.events_refused_total,
+            );
+            set_gauge(&self.spool_bytes, s.spool_bytes);
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let age = if s.oldest_batch_created_unix_ms == 0 {
+                0
+            } else {
+                now_ms.saturating_sub(s.oldest_batch_created_unix_ms) / 1000
+            };
+            set_gauge(&self.spool_oldest_age_seconds, age);
+            set_gauge(&self.collector_connection_state, s.connection_state);
+        }
+        if let Some(r) = &self.sources.syslog {
+            let s = r.stats();
+            set_total(&self.syslog_messages, &["udp"], s.udp_messages_total);
+            set_total(&self.syslog_messages, &["tcp"], s.tcp_messages_total);
+            set_total(&self.syslog_messages, &["tls"], s.tls_messages_total);
+            set_total(
+                &self.syslog_dropped,
+                &["queue_full"],
+                s.dropped_queue_full_total,
+            );
+            set_total(
+                &self.syslog_dropped,
+                &["rate_limited"],
+                s.dropped_rate_limited_total,
+            );
+            set_total(&self.syslog_dropped, &["rejected"], s.rejected_total);
+            set_total(&self.syslog_dropped, &["closed"], s.dropped_closed_total);
+        }
+        let mut buf = Vec::new();
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `stop` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<AgentMetrics>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper::{Request, Response, StatusCode};
+    loop {
+        let conn = tokio::select! {
+            c = listener.accept() => c,
+            _ = stop.changed() => return,
+        };
+        let Ok((stream, _)) = conn else { continue };
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let metrics = Arc::clone(&metrics);
+                async move {
+                    let resp = if req.uri().path() == "/metrics" {
+                        Response::builder()
+                            .header("content-type", "text/plain; version=0.0.4")
+                            .body(Full::new(Bytes::from(metrics.render())))
+                    } else {
+                        Response::builder()
+                            .status(StatusCode::NOT_FOUND)
+                            .body(Full::new(Bytes::from_static(b"not found\n")))
+                    };
+                    resp.map_err(std::io::Error::other)
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
+        });
+    }
+}
