@@ -1,4 +1,4 @@
-//! `mamori-collector`: offline analysis for now (`templates`).
+//! `mamori-collector`: offline analysis for now (`templates`, `analyze`).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod analyze;
 mod templates;
 
 /// Mamori's collector.
@@ -24,6 +25,57 @@ enum Command {
     /// Pass the message content only (without the syslog or application header: timestamps,
     /// hosts and pids would otherwise become part of every template). Invalid UTF-8 is replaced.
     Templates(TemplatesArgs),
+    /// Learn a baseline from events and detect anomalies in other events: alerts as JSON
+    /// Lines on stdout, a short summary on stderr.
+    ///
+    /// `analyze --learn EVENTS... --detect EVENTS... [--baseline-out FILE]` or
+    /// `analyze --baseline FILE --detect EVENTS...`. EVENTS are JSON Lines files from
+    /// `mamori-agent replay` (or `-` for stdin); they are sorted by time before use.
+    Analyze(AnalyzeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AnalyzeArgs {
+    /// Event files to learn the baseline from.
+    #[arg(long, value_name = "EVENTS", num_args = 1..)]
+    learn: Vec<PathBuf>,
+    /// A baseline file written earlier with --baseline-out (instead of --learn).
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+    /// Event files to detect anomalies in.
+    #[arg(long, value_name = "EVENTS", num_args = 1..)]
+    detect: Vec<PathBuf>,
+    /// Where to write the learned baseline (versioned JSON).
+    #[arg(long, value_name = "FILE")]
+    baseline_out: Option<PathBuf>,
+    /// The site name recorded in a learned baseline.
+    #[arg(long)]
+    site: Option<String>,
+    /// Alerts below this severity are counted in the summary but not written.
+    #[arg(long, value_enum, default_value_t = MinSeverity::Low)]
+    min_severity: MinSeverity,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum MinSeverity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl From<MinSeverity> for mamori_models::detect::Severity {
+    fn from(s: MinSeverity) -> Self {
+        use mamori_models::detect::Severity;
+        match s {
+            MinSeverity::Info => Severity::Info,
+            MinSeverity::Low => Severity::Low,
+            MinSeverity::Medium => Severity::Medium,
+            MinSeverity::High => Severity::High,
+            MinSeverity::Critical => Severity::Critical,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -51,5 +103,6 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Templates(args) => templates::run(&args),
+        Command::Analyze(args) => analyze::run(&args),
     }
 }

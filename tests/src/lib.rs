@@ -7,3 +7,4 @@ pub mod modbus_plant;
 pub mod modbus_script;
 pub mod pcapgen;
 pub mod recorder;
+pub mod scenario;

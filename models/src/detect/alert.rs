@@ -1,0 +1,200 @@
+//! The alert contract (one JSON object per line, `type: "alert"`) and the alert book that
+//! aggregates repeats of the same kind on the same subject into one alert with a count.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+
+/// How urgent an alert is. Ordered: `Info < Low < Medium < High < Critical`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Worth recording, not worth a human's attention on its own.
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    /// The base score of an alert of this severity (0–1).
+    pub fn base_score(self) -> f64 {
+        match self {
+            Severity::Info => 0.1,
+            Severity::Low => 0.3,
+            Severity::Medium => 0.5,
+            Severity::High => 0.8,
+            Severity::Critical => 0.95,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// Which detector raised an alert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorName {
+    Allowlist,
+    PollingCycle,
+    ProcessValue,
+    Protocol,
+    Syslog,
+}
+
+impl DetectorName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetectorName::Allowlist => "allowlist",
+            DetectorName::PollingCycle => "polling_cycle",
+            DetectorName::ProcessValue => "process_value",
+            DetectorName::Protocol => "protocol",
+            DetectorName::Syslog => "syslog",
+        }
+    }
+}
+
+/// The values that made an alert fire and the baseline they were compared with.
+pub type Evidence = BTreeMap<String, serde_json::Value>;
+
+/// One alert. Repeats of the same `kind` on the same `subject` within the aggregation window
+/// are folded into it: `count` grows, `last_ts` moves and `severity`/`score` keep the maximum.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "alert")]
+pub struct Alert {
+    /// The first occurrence.
+    pub ts: Timestamp,
+    /// The last occurrence folded into this alert.
+    pub last_ts: Timestamp,
+    /// Occurrences folded into this alert.
+    pub count: u64,
+    pub detector: DetectorName,
+    /// What was detected, `snake_case` (`new_host`, `missing_polls`, `setpoint_out_of_range`...).
+    pub kind: String,
+    pub severity: Severity,
+    /// One plain sentence for an operator.
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_ip: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_ip: Option<IpAddr>,
+    /// The device concerned (`ip` or `ip/unit`), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset: Option<String>,
+    /// What identifies "the same alert" for aggregation (detector-specific, stable).
+    pub subject: String,
+    /// 0–1, higher is more suspicious.
+    pub score: f64,
+    pub evidence: Evidence,
+}
+
+/// An alert being raised by a detector, before aggregation.
+#[derive(Debug)]
+pub(crate) struct Raise {
+    pub ts: Timestamp,
+    pub detector: DetectorName,
+    pub kind: &'static str,
+    pub severity: Severity,
+    pub summary: String,
+    pub src_ip: Option<IpAddr>,
+    pub dst_ip: Option<IpAddr>,
+    pub asset: Option<String>,
+    pub subject: String,
+    pub score: f64,
+    pub evidence: Evidence,
+}
+
+/// Builds evidence maps tersely: `evidence([("func", json!(5))])`.
+pub(crate) fn evidence<const N: usize>(pairs: [(&str, serde_json::Value); N]) -> Evidence {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// Scores are rounded so that they print the same everywhere.
+pub(crate) fn round_score(s: f64) -> f64 {
+    if s.is_finite() {
+        (s.clamp(0.0, 1.0) * 1000.0).round() / 1000.0
+    } else {
+        1.0
+    }
+}
+
+/// Collects alerts and folds repeats. Bounded: beyond `max_alerts` distinct alerts, new ones are
+/// counted in `dropped` and lost.
+#[derive(Debug)]
+pub(crate) struct AlertBook {
+    alerts: Vec<Alert>,
+    /// (kind, subject) → index of the alert still open for aggregation.
+    open: BTreeMap<(&'static str, String), usize>,
+    window_us: i64,
+    max_alerts: usize,
+    pub dropped: u64,
+}
+
+impl AlertBook {
+    pub fn new(window_us: i64, max_alerts: usize) -> Self {
+        AlertBook {
+            alerts: Vec::new(),
+            open: BTreeMap::new(),
+            window_us,
+            max_alerts,
+            dropped: 0,
+        }
+    }
+
+    pub fn raise(&mut self, r: Raise) {
+        let key = (r.kind, r.subject);
+        if let Some(a) = self.open.get(&key).and_then(|&i| self.alerts.get_mut(i))
+            && r.ts.as_micros().saturating_sub(a.last_ts.as_micros()) <= self.window_us
+        {
+            a.count += 1;
+            a.last_ts = a.last_ts.max(r.ts);
+            if r.severity > a.severity {
+                a.severity = r.severity;
+                a.summary = r.summary;
+            }
+            a.score = a.score.max(round_score(r.score));
+            return;
+        }
+        if self.alerts.len() >= self.max_alerts {
+            self.dropped += 1;
+            return;
+        }
+        let (kind, subject) = key;
+        self.open.insert((kind, subject.clone()), self.alerts.len());
+        self.alerts.push(Alert {
+            ts: r.ts,
+            last_ts: r.ts,
+            count: 1,
+            detector: r.detector,
+            kind: kind.to_owned(),
+            severity: r.severity,
+            summary: r.summary,
+            src_ip: r.src_ip,
+            dst_ip: r.dst_ip,
+            asset: r.asset,
+            subject,
+            score: round_score(r.score),
+            evidence: r.evidence,
+        });
+    }
+
+    /// Every alert, in order of first occurrence (ties in raise order).
+    pub fn into_sorted(self) -> Vec<Alert> {
+        let mut alerts = self.alerts;
+        // Stable: equal timestamps keep the order they were raised in, which is deterministic.
+        alerts.sort_by_key(|a| a.ts);
+        alerts
+    }
+}
