@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use mamori_agent::pipeline::PipelineConfig;
-use mamori_agent::replay::replay_files;
+use mamori_agent::replay::replay_files_paced;
 
 /// Mamori's passive sensor for industrial control networks.
 #[derive(Parser, Debug)]
@@ -72,8 +72,21 @@ struct ReplayArgs {
     /// Capture files (pcap or pcapng), read in the order given as one continuous capture.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
+    /// Replay at the recorded pace (frame gaps are slept), for drills and demos.
+    #[arg(long)]
+    realtime: bool,
+    /// With --realtime: how many times faster than recorded (0.5 = half speed).
+    #[arg(long, default_value_t = 1.0, requires = "realtime", value_parser = parse_speed)]
+    speed: f64,
     #[command(flatten)]
     decode: DecodeArgs,
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 1e6 => Ok(v),
+        _ => Err(format!("{s:?} is not a speed factor in (0, 1000000]")),
+    }
 }
 
 /// Decoding options shared by `replay` and `capture`.
@@ -173,7 +186,10 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     }
     let config = args.decode.pipeline_config();
     let mut output = EventWriter::open(args.decode.output.as_deref())?;
-    let report = replay_files(&args.files, config, &mut |event| output.write(&event));
+    let speed = args.realtime.then_some(args.speed);
+    let report = replay_files_paced(&args.files, config, speed, &mut |event| {
+        output.write(&event)
+    });
     if output.finish()? {
         return Ok(ExitCode::SUCCESS); // the reader went away (broken pipe)
     }

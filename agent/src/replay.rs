@@ -2,6 +2,7 @@
 //! (a connection may span rotated files).
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use mamori_models::Event;
 
@@ -23,10 +24,34 @@ pub fn replay_files(
     config: PipelineConfig,
     sink: &mut dyn EventSink,
 ) -> ReplayReport {
+    replay_files_paced(paths, config, None, sink)
+}
+
+/// Like [`replay_files`], and with `speed` set, at the recorded pace: frame gaps are slept,
+/// divided by `speed` (2.0 replays twice as fast). For drills and demos.
+pub fn replay_files_paced(
+    paths: &[PathBuf],
+    config: PipelineConfig,
+    speed: Option<f64>,
+    sink: &mut dyn EventSink,
+) -> ReplayReport {
     let mut pipeline = Pipeline::new(config);
     let mut errors = Vec::new();
+    let mut clock: Option<(mamori_models::Timestamp, Instant)> = None;
+    let speed = speed.filter(|s| s.is_finite() && *s > 0.0);
     for path in paths {
-        if let Err(e) = read_capture_file(path, |pkt| pipeline.process(pkt, sink)) {
+        let result = read_capture_file(path, |pkt| {
+            if let Some(speed) = speed {
+                let (first, started) = *clock.get_or_insert((pkt.ts, Instant::now()));
+                let offset_us = pkt.ts.as_micros().saturating_sub(first.as_micros()).max(0);
+                let due = started + Duration::from_secs_f64(offset_us as f64 / 1e6 / speed);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            pipeline.process(pkt, sink)
+        });
+        if let Err(e) = result {
             tracing::error!(error = %e, "capture file not read to its end");
             errors.push(e);
         }

@@ -54,6 +54,8 @@ fn help_documents_every_option() {
         "--udp-idle-timeout-seconds",
         "--modbus-response-timeout-seconds",
         "--stats",
+        "--realtime",
+        "--speed",
     ] {
         assert!(help.contains(opt), "--help lacks {opt}");
     }
@@ -97,4 +99,20 @@ fn truncated_capture_emits_what_it_read_then_fails_naming_the_record() {
             .count()
             >= 47
     );
+}
+
+#[test]
+fn realtime_replay_keeps_the_recorded_pace() {
+    // The golden capture spans 31 ms (one frame every 250 µs): at a speed of 0.5 it takes at
+    // least 62 ms.
+    let start = std::time::Instant::now();
+    let out = agent(&["replay", "--realtime", "--speed", "0.5", &golden()]);
+    assert!(out.status.success());
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(60),
+        "{:?}",
+        start.elapsed()
+    );
+    let out = agent(&["replay", "--speed", "2", &golden()]);
+    assert!(!out.status.success(), "--speed needs --realtime");
 }
