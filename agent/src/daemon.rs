@@ -70,13 +70,7 @@ impl Outputs {
 }
 
 fn now() -> Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp::from_secs_nanos(
-        i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        d.subsec_nanos(),
-    )
+    Timestamp::from_system_time(std::time::SystemTime::now())
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.

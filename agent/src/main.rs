@@ -255,18 +255,7 @@ fn capture(args: CaptureArgs) -> Result<ExitCode> {
             stop.store(true, Ordering::Relaxed);
         });
     }
-    let started = std::time::SystemTime::now();
-    let started_at = std::time::Instant::now();
-    let wall_now = || {
-        let d = started
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            + started_at.elapsed();
-        mamori_models::Timestamp::from_secs_nanos(
-            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            d.subsec_nanos(),
-        )
-    };
+    let wall_now = || mamori_models::Timestamp::from_system_time(std::time::SystemTime::now());
     let mut sink = |event: mamori_models::Event| output.write(&event);
     cap.run(
         &stop,

@@ -24,6 +24,17 @@ impl Timestamp {
         )
     }
 
+    /// From a `SystemTime` (a wall-clock reading the caller took; this crate reads no clock).
+    pub fn from_system_time(t: std::time::SystemTime) -> Self {
+        match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => Timestamp::from_secs_nanos(
+                i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                d.subsec_nanos(),
+            ),
+            Err(e) => Timestamp(-i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX)),
+        }
+    }
+
     pub const fn as_micros(self) -> i64 {
         self.0
     }
@@ -226,6 +237,15 @@ mod tests {
             Timestamp::from_micros(-1).to_string(),
             "1969-12-31T23:59:59.999999Z"
         );
+    }
+
+    #[test]
+    fn from_system_time_before_and_after_the_epoch() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let t = UNIX_EPOCH + Duration::new(1_352_718_246, 593_402_999);
+        assert_eq!(Timestamp::from_system_time(t).to_string(), "2012-11-12T11:04:06.593402Z");
+        let before = UNIX_EPOCH - Duration::from_micros(1);
+        assert_eq!(Timestamp::from_system_time(before).as_micros(), -1);
     }
 
     #[test]

@@ -400,13 +400,7 @@ impl Intake {
 
 /// The receive time of a message.
 fn now() -> Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp::from_secs_nanos(
-        i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        d.subsec_nanos(),
-    )
+    Timestamp::from_system_time(std::time::SystemTime::now())
 }
 
 /// The sender as seen by humans: an IPv4 client of a dual-stack socket is shown as IPv4.
