@@ -36,6 +36,7 @@ pub struct AgentMetrics {
     bytes: IntCounterVec,
     events: IntCounterVec,
     decode_problems: IntCounterVec,
+    parse_anomalies: IntCounterVec,
     flows_tracked: IntGauge,
     syslog_messages: IntCounterVec,
     syslog_dropped: IntCounterVec,
@@ -120,6 +121,12 @@ impl AgentMetrics {
                 "Frames, fragments, flows and stream bytes given up or flagged while decoding, by reason.",
                 &["reason"],
             )?,
+            parse_anomalies: counter(
+                &r,
+                "mamori_agent_parse_anomalies_total",
+                "Events that carry at least one anomaly flag (malformed or suspicious protocol content), by protocol.",
+                &["protocol"],
+            )?,
             flows_tracked: gauge(&r, "mamori_agent_flows_tracked", "Flows in the flow table.")?,
             syslog_messages: counter(
                 &r,
@@ -194,6 +201,16 @@ impl AgentMetrics {
         ] {
             set_total(&self.decode_problems, &[reason], v);
         }
+        set_total(
+            &self.parse_anomalies,
+            &["modbus"],
+            c.modbus_events_with_anomalies,
+        );
+        set_total(
+            &self.parse_anomalies,
+            &["syslog"],
+            c.syslog_events_with_anomalies,
+        );
         set_gauge(&self.flows_tracked, flows as u64);
         if let Some(l) = &self.sources.capture {
             use std::sync::atomic::Ordering::Relaxed;

@@ -97,7 +97,11 @@ pub struct Counters {
     /// Syslog messages that strict parsing rejected (never in the default lenient mode).
     pub syslog_rejected: u64,
     pub events_modbus: u64,
+    /// Modbus events carrying at least one anomaly flag.
+    pub modbus_events_with_anomalies: u64,
     pub events_syslog: u64,
+    /// Syslog events carrying at least one anomaly flag.
+    pub syslog_events_with_anomalies: u64,
     pub events_flow: u64,
 }
 
@@ -829,10 +833,12 @@ impl Pipeline {
     fn flush_app_events(&mut self, sink: &mut dyn EventSink) {
         for e in self.out.modbus.drain(..) {
             self.counters.events_modbus += 1;
+            self.counters.modbus_events_with_anomalies += u64::from(!e.anomalies.is_empty());
             sink.event(Event::Modbus(e));
         }
         for e in self.out.syslog.drain(..) {
             self.counters.events_syslog += 1;
+            self.counters.syslog_events_with_anomalies += u64::from(!e.anomalies.is_empty());
             sink.event(Event::Syslog(e));
         }
     }
