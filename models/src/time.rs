@@ -243,7 +243,10 @@ mod tests {
     fn from_system_time_before_and_after_the_epoch() {
         use std::time::{Duration, UNIX_EPOCH};
         let t = UNIX_EPOCH + Duration::new(1_352_718_246, 593_402_999);
-        assert_eq!(Timestamp::from_system_time(t).to_string(), "2012-11-12T11:04:06.593402Z");
+        assert_eq!(
+            Timestamp::from_system_time(t).to_string(),
+            "2012-11-12T11:04:06.593402Z"
+        );
         let before = UNIX_EPOCH - Duration::from_micros(1);
         assert_eq!(Timestamp::from_system_time(before).as_micros(), -1);
     }
