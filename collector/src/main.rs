@@ -1,4 +1,5 @@
-//! `mamori-collector`: offline analysis for now (`templates`, `analyze`).
+//! `mamori-collector`: the batch intake (`serve`, `check-config`) and offline analysis
+//! (`templates`, `analyze`).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -32,6 +33,18 @@ enum Command {
     /// `analyze --baseline FILE --detect EVENTS...`. EVENTS are JSON Lines files from
     /// `mamori-agent replay` (or `-` for stdin); they are sorted by time before use.
     Analyze(AnalyzeArgs),
+    /// Run the intake server: agents' batches over mutual TLS into the store, until SIGTERM
+    /// or SIGINT (docs/collector.md).
+    Serve {
+        /// The configuration file (see deploy/collector.toml).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Check a configuration file: every problem with its key and reason; exit status 1 if any.
+    CheckConfig {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -104,5 +117,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Templates(args) => templates::run(&args),
         Command::Analyze(args) => analyze::run(&args),
+        Command::Serve { config } => mamori_collector::serve::run(&config),
+        Command::CheckConfig { file } => mamori_collector::serve::check_config(&file),
     }
 }

@@ -1,0 +1,463 @@
+//! The collector's configuration file (TOML) and its validation. Every key carries its unit in
+//! its name; unknown keys are errors; validation gathers every problem (file, key, reason)
+//! before reporting, so an operator fixes them all in one go. `check-config` reads the
+//! certificate files but opens no socket and no database.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, DnsName, PrivateKeyDer};
+use serde::Deserialize;
+
+/// The whole configuration of `mamori-collector serve`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// The batch intake: address, TLS, limits.
+    pub intake: IntakeSection,
+    /// Agents allowed to send, each mapped to its site. An agent not listed is refused (403)
+    /// even with a valid certificate.
+    #[serde(default)]
+    pub agents: Vec<AgentEntry>,
+    /// Where and how events are stored.
+    pub storage: StorageSection,
+}
+
+/// `[intake]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeSection {
+    /// Address the intake listens on (`0.0.0.0:8443`).
+    pub listen: SocketAddr,
+    /// PEM file: the collector's certificate (then any intermediates), naming the
+    /// `server_name` the agents are configured with.
+    pub cert_file: PathBuf,
+    /// PEM file: the collector's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM file: the CA certificate(s) that sign the agents' certificates (the only trust
+    /// anchors for client certificates).
+    pub client_ca_file: PathBuf,
+    /// PEM files of certificate revocation lists of the agents' CA (optional).
+    #[serde(default)]
+    pub crl_files: Vec<PathBuf>,
+    /// TLS connections open at once; beyond it a new connection is closed at once (counted).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Batches being received, decoded and stored at once; beyond it a batch is answered
+    /// `503` (counted) and the agent retries later with backoff.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: u32,
+    /// Cap on a batch's compressed body; a larger one is answered `413`.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Cap on a batch's decompressed JSON Lines (a gzip bomb stops here; answered `413`).
+    #[serde(default = "default_max_decompressed_bytes")]
+    pub max_decompressed_bytes: u64,
+    /// Cap on a request's header block (hyper's read buffer, at least 8192).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: u32,
+    /// Limit on the TLS handshake, and on reading a request's headers once a connection is
+    /// waiting for one (a slow-loris client is closed after it).
+    #[serde(default = "default_header_timeout_seconds")]
+    pub header_timeout_seconds: f64,
+    /// Limit on reading a request's body (a slow body is answered `408`).
+    #[serde(default = "default_body_timeout_seconds")]
+    pub body_timeout_seconds: f64,
+    /// A connection with no request in progress is closed after this long.
+    #[serde(default = "default_idle_timeout_seconds")]
+    pub idle_timeout_seconds: f64,
+    /// At shutdown, how long requests in progress may take to finish (their batches are
+    /// stored and acknowledged, or not acknowledged and so resent).
+    #[serde(default = "default_shutdown_grace_seconds")]
+    pub shutdown_grace_seconds: f64,
+}
+
+/// `[[agents]]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentEntry {
+    /// The agent's id: a DNS name in its certificate's subject alternative names.
+    pub id: String,
+    /// The site (plant, substation) its events are filed under.
+    pub site: String,
+}
+
+/// `[storage]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// The SQLite database file (created with its folder's permissions if missing; WAL mode
+    /// adds `-wal` and `-shm` files beside it).
+    pub sqlite_path: PathBuf,
+    /// Raw events whose own time is older than this many days are deleted. `0`: kept forever.
+    #[serde(default = "default_retention_days")]
+    pub event_retention_days: u32,
+    /// How often the retention pass runs.
+    #[serde(default = "default_retention_interval_seconds")]
+    pub retention_interval_seconds: f64,
+    /// Batches waiting for the storage thread; beyond it a batch is answered `503`.
+    #[serde(default = "default_queue_batches")]
+    pub queue_batches: u32,
+}
+
+fn default_max_connections() -> u32 {
+    1024
+}
+fn default_max_concurrent_requests() -> u32 {
+    64
+}
+fn default_max_body_bytes() -> u64 {
+    16 * 1024 * 1024
+}
+fn default_max_decompressed_bytes() -> u64 {
+    128 * 1024 * 1024
+}
+fn default_max_header_bytes() -> u32 {
+    16 * 1024
+}
+fn default_header_timeout_seconds() -> f64 {
+    10.0
+}
+fn default_body_timeout_seconds() -> f64 {
+    60.0
+}
+fn default_idle_timeout_seconds() -> f64 {
+    120.0
+}
+fn default_shutdown_grace_seconds() -> f64 {
+    10.0
+}
+fn default_retention_days() -> u32 {
+    90
+}
+fn default_retention_interval_seconds() -> f64 {
+    3600.0
+}
+fn default_queue_batches() -> u32 {
+    64
+}
+
+/// One configuration problem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The key at fault, with its table (`intake.max_body_bytes`), or `line N` for a syntax
+    /// error.
+    pub key: String,
+    pub reason: String,
+}
+
+/// Every problem found in one configuration file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} problem(s)",
+            self.file.display(),
+            self.problems.len()
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {}: {}: {}", self.file.display(), p.key, p.reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// The TLS material named by `[intake]`, loaded.
+#[derive(Debug)]
+pub struct TlsFiles {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    pub client_roots: Vec<CertificateDer<'static>>,
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+}
+
+/// Upper bound on every timeout: a week.
+const MAX_SECONDS: f64 = 7.0 * 86_400.0;
+
+pub(crate) fn seconds(x: f64) -> Duration {
+    Duration::try_from_secs_f64(x).unwrap_or(Duration::ZERO)
+}
+
+impl CollectorConfig {
+    /// Reads, parses and validates `path`; every problem at once.
+    pub fn load(path: &Path) -> Result<CollectorConfig, ConfigError> {
+        let fail = |key: &str, reason: String| ConfigError {
+            file: path.to_owned(),
+            problems: vec![Problem {
+                key: key.to_owned(),
+                reason,
+            }],
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail("(file)", format!("cannot read: {e}")))?;
+        let config = Self::parse(&text).map_err(|(key, reason)| fail(&key, reason))?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (no validation); the error is (where, reason).
+    pub fn parse(text: &str) -> Result<CollectorConfig, (String, String)> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            // toml names the table and key in its message and points at the line.
+            let key = e.span().map_or_else(
+                || "(syntax)".to_owned(),
+                |s| {
+                    let line = text.get(..s.start).map_or(0, |t| t.lines().count().max(1));
+                    format!("line {line}")
+                },
+            );
+            (key, e.message().to_owned())
+        })
+    }
+
+    /// Checks everything, reading the certificate files; every problem at once.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut bad = |key: &str, reason: String| {
+            problems.push(Problem {
+                key: key.to_owned(),
+                reason,
+            })
+        };
+        let i = &self.intake;
+        if i.max_connections == 0 || i.max_connections > 1_000_000 {
+            bad(
+                "intake.max_connections",
+                "must be between 1 and 1000000".into(),
+            );
+        }
+        if i.max_concurrent_requests == 0 || i.max_concurrent_requests > i.max_connections {
+            bad(
+                "intake.max_concurrent_requests",
+                "must be at least 1 and at most intake.max_connections".into(),
+            );
+        }
+        let body_cap = u64::from(mamori_agent::ship::batch::MAX_BODY_BYTES);
+        if !(1024..=body_cap).contains(&i.max_body_bytes) {
+            bad(
+                "intake.max_body_bytes",
+                format!("must be between 1024 and {body_cap}"),
+            );
+        }
+        let inflated_cap = mamori_agent::ship::batch::MAX_DECOMPRESSED_BYTES;
+        if i.max_decompressed_bytes < i.max_body_bytes || i.max_decompressed_bytes > inflated_cap {
+            bad(
+                "intake.max_decompressed_bytes",
+                format!("must be at least intake.max_body_bytes and at most {inflated_cap}"),
+            );
+        }
+        if !(8192..=1024 * 1024).contains(&i.max_header_bytes) {
+            bad(
+                "intake.max_header_bytes",
+                "must be between 8192 and 1048576".into(),
+            );
+        }
+        for (key, v) in [
+            ("intake.header_timeout_seconds", i.header_timeout_seconds),
+            ("intake.body_timeout_seconds", i.body_timeout_seconds),
+            ("intake.idle_timeout_seconds", i.idle_timeout_seconds),
+            ("intake.shutdown_grace_seconds", i.shutdown_grace_seconds),
+            (
+                "storage.retention_interval_seconds",
+                self.storage.retention_interval_seconds,
+            ),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= MAX_SECONDS) {
+                bad(
+                    key,
+                    format!("{v} is not a number of seconds in (0, 604800]"),
+                );
+            }
+        }
+        if self.storage.event_retention_days > 36_500 {
+            bad(
+                "storage.event_retention_days",
+                "must be at most 36500 (0 keeps events forever)".into(),
+            );
+        }
+        if self.storage.queue_batches == 0 || self.storage.queue_batches > 100_000 {
+            bad(
+                "storage.queue_batches",
+                "must be between 1 and 100000".into(),
+            );
+        }
+        if self.storage.sqlite_path.as_os_str().is_empty() {
+            bad("storage.sqlite_path", "must name a file".into());
+        }
+        if self.agents.is_empty() {
+            bad(
+                "agents",
+                "no [[agents]]: every batch would be refused".into(),
+            );
+        }
+        let mut seen = BTreeMap::new();
+        for (n, a) in self.agents.iter().enumerate() {
+            if DnsName::try_from(a.id.as_str()).is_err() {
+                bad(
+                    &format!("agents[{n}].id"),
+                    format!("{:?} is not a DNS name", a.id),
+                );
+            }
+            if a.site.trim().is_empty() || a.site.len() > 128 {
+                bad(
+                    &format!("agents[{n}].site"),
+                    "must be 1 to 128 characters".into(),
+                );
+            }
+            if let Some(first) = seen.insert(a.id.to_ascii_lowercase(), n) {
+                bad(
+                    &format!("agents[{n}].id"),
+                    format!("{:?} is listed twice (also agents[{first}])", a.id),
+                );
+            }
+        }
+        if let Err(more) = self.intake.load_tls() {
+            problems.extend(more);
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                file: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// The allowlist: agent id (lowercase) → site.
+    pub fn sites(&self) -> BTreeMap<String, String> {
+        self.agents
+            .iter()
+            .map(|a| (a.id.to_ascii_lowercase(), a.site.clone()))
+            .collect()
+    }
+}
+
+impl IntakeSection {
+    /// Reads the certificate, key, client CA and CRL files; every problem at once.
+    pub fn load_tls(&self) -> Result<TlsFiles, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let chain = certs(&self.cert_file, "intake.cert_file", &mut problems);
+        let client_roots = certs(&self.client_ca_file, "intake.client_ca_file", &mut problems);
+        let key = match PrivateKeyDer::from_pem_file(&self.key_file) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                problems.push(Problem {
+                    key: "intake.key_file".into(),
+                    reason: format!("{}: {e}", self.key_file.display()),
+                });
+                None
+            }
+        };
+        let mut crls = Vec::new();
+        for (n, path) in self.crl_files.iter().enumerate() {
+            let loaded = CertificateRevocationListDer::pem_file_iter(path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>());
+            match loaded {
+                Ok(list) if !list.is_empty() => crls.extend(list),
+                Ok(_) => problems.push(Problem {
+                    key: format!("intake.crl_files[{n}]"),
+                    reason: format!("{}: no CRL", path.display()),
+                }),
+                Err(e) => problems.push(Problem {
+                    key: format!("intake.crl_files[{n}]"),
+                    reason: format!("{}: {e}", path.display()),
+                }),
+            }
+        }
+        match key {
+            Some(key) if problems.is_empty() => Ok(TlsFiles {
+                chain,
+                key,
+                client_roots,
+                crls,
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+fn certs(path: &Path, key: &str, problems: &mut Vec<Problem>) -> Vec<CertificateDer<'static>> {
+    let loaded =
+        CertificateDer::pem_file_iter(path).and_then(|it| it.collect::<Result<Vec<_>, _>>());
+    match loaded {
+        Ok(certs) if !certs.is_empty() => certs,
+        Ok(_) => {
+            problems.push(Problem {
+                key: key.to_owned(),
+                reason: format!("{}: no certificate", path.display()),
+            });
+            Vec::new()
+        }
+        Err(e) => {
+            problems.push(Problem {
+                key: key.to_owned(),
+                reason: format!("{}: {e}", path.display()),
+            });
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [intake]
+        listen = "127.0.0.1:8443"
+        cert_file = "/nonexistent/c.pem"
+        key_file = "/nonexistent/c.key"
+        client_ca_file = "/nonexistent/ca.pem"
+        [[agents]]
+        id = "agent-1.plant.example"
+        site = "plant"
+        [storage]
+        sqlite_path = "/var/lib/mamori/collector.db"
+    "#;
+
+    #[test]
+    fn defaults_apply_and_unknown_keys_are_refused() {
+        let c = CollectorConfig::parse(MINIMAL).unwrap();
+        assert_eq!(c.intake.max_concurrent_requests, 64);
+        assert_eq!(c.storage.event_retention_days, 90);
+        let typo = MINIMAL.replace("[storage]", "[storage]\nretention = 3");
+        let (_, reason) = CollectorConfig::parse(&typo).unwrap_err();
+        assert!(reason.contains("retention"), "{reason}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = MINIMAL
+            .replace(
+                "listen = \"127.0.0.1:8443\"",
+                "listen = \"127.0.0.1:8443\"\nmax_body_bytes = 10\nheader_timeout_seconds = -1",
+            )
+            .replace("site = \"plant\"", "site = \"\"");
+        let c = CollectorConfig::parse(&text).unwrap();
+        let err = c.validate(Path::new("c.toml")).unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "intake.max_body_bytes",
+            "intake.header_timeout_seconds",
+            "agents[0].site",
+            "intake.cert_file",
+            "intake.key_file",
+            "intake.client_ca_file",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {err}");
+        }
+        assert!(err.to_string().contains("c.toml: intake.max_body_bytes"));
+    }
+}

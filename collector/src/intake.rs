@@ -1,0 +1,910 @@
+//! The batch intake: the server side of `docs/shipping.md`. Agents post gzip batches over
+//! HTTP/1.1 on mutually authenticated TLS; a batch is acknowledged only once the store has
+//! committed it, and a batch stored before is acknowledged as a duplicate without storing it
+//! twice.
+//!
+//! Every resource is bounded and every refusal counted ([`RefusalReason`]): connections
+//! (`max_connections`, beyond it closed at once), the TLS handshake and request headers
+//! (`header_timeout_seconds`: slow loris), idle connections, batches in progress
+//! (`max_concurrent_requests`, beyond it `503`), body size before and after decompression
+//! (`413`), body time (`408`), and the storage queue (`503`). A refused agent retries with
+//! backoff; none of this holds up another agent.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode, header};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use mamori_agent::ship::client::{
+    AGENT_HEADER, BATCHES_PATH, CREATED_HEADER, EVENT_COUNT_HEADER, SEQUENCE_HEADER,
+};
+use mamori_models::Event;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{CollectorConfig, TlsFiles, seconds};
+use crate::stats::{self, IntakeStats, IntakeStatsSnapshot, RefusalReason};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{IncomingBatch, Store, StoreError, StoreHandle, Stored};
+
+/// Raw events deleted per retention step (one short transaction each, so batches are stored
+/// between steps).
+const RETENTION_STEP_EVENTS: u32 = 10_000;
+
+/// Everything that can stop the intake from starting or ending cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("intake task: {0}")]
+    Task(String),
+}
+
+/// The limits a request is held to.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    max_body_bytes: u64,
+    max_decompressed_bytes: u64,
+    header_timeout: Duration,
+    body_timeout: Duration,
+    idle_timeout: Duration,
+    max_header_bytes: usize,
+}
+
+/// What every connection shares.
+#[derive(Debug)]
+struct Intake {
+    /// Agent id (lowercase) → site.
+    sites: BTreeMap<String, String>,
+    store: StoreHandle,
+    stats: Arc<IntakeStats>,
+    limits: Limits,
+    requests: Arc<Semaphore>,
+    shutting_down: AtomicBool,
+    /// When each refusal reason was last logged at `warn` (one line a minute per reason).
+    warned: Mutex<BTreeMap<RefusalReason, Instant>>,
+}
+
+/// A reason is logged at `warn` at most once in this interval; the counters have the rest.
+const WARN_INTERVAL: Duration = Duration::from_secs(60);
+
+impl Intake {
+    /// Counts a refusal and logs it, at `warn` once a minute per reason, else at `debug`.
+    fn refuse(&self, reason: RefusalReason, status: u16, agent: Option<&str>, message: &str) {
+        self.stats.refuse(reason);
+        let now = Instant::now();
+        let loud = {
+            let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+            match warned.get(&reason) {
+                Some(last) if now.duration_since(*last) < WARN_INTERVAL => false,
+                _ => {
+                    warned.insert(reason, now);
+                    true
+                }
+            }
+        };
+        let agent = agent.unwrap_or("-");
+        if loud {
+            tracing::warn!(
+                reason = reason.as_str(),
+                status,
+                agent,
+                message,
+                "refused (repeats within a minute are counted, not logged)"
+            );
+        } else {
+            tracing::debug!(reason = reason.as_str(), status, agent, message, "refused");
+        }
+    }
+}
+
+/// A running collector: the intake listener, its connections, the storage thread and the
+/// retention task, on the current tokio runtime.
+#[derive(Debug)]
+pub struct Collector {
+    addr: SocketAddr,
+    intake: Arc<Intake>,
+    shutdown: watch::Sender<bool>,
+    server: Option<JoinHandle<()>>,
+    retention: Option<JoinHandle<()>>,
+}
+
+impl Collector {
+    /// Validates `config` (every problem at once), opens the store (migrating it), and
+    /// starts listening.
+    pub async fn start(config: &CollectorConfig) -> Result<Collector, IntakeError> {
+        config.validate(Path::new("(configuration)"))?;
+        let store = SqliteStore::open(&config.storage.sqlite_path)?;
+        Self::start_with_store(config, Box::new(store)).await
+    }
+
+    /// Starts with any [`Store`] (configuration already validated).
+    pub async fn start_with_store(
+        config: &CollectorConfig,
+        store: Box<dyn Store>,
+    ) -> Result<Collector, IntakeError> {
+        let files = config.intake.load_tls().map_err(|problems| {
+            IntakeError::Config(crate::config::ConfigError {
+                file: "(configuration)".into(),
+                problems,
+            })
+        })?;
+        let acceptor = TlsAcceptor::from(Arc::new(tls_config(files)?));
+        let i = &config.intake;
+        let limits = Limits {
+            max_body_bytes: i.max_body_bytes,
+            max_decompressed_bytes: i.max_decompressed_bytes,
+            header_timeout: seconds(i.header_timeout_seconds),
+            body_timeout: seconds(i.body_timeout_seconds),
+            idle_timeout: seconds(i.idle_timeout_seconds),
+            max_header_bytes: usize::try_from(i.max_header_bytes).unwrap_or(8192),
+        };
+        let listener = bind(i.listen).map_err(|source| IntakeError::Bind {
+            addr: i.listen,
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(|source| IntakeError::Bind {
+            addr: i.listen,
+            source,
+        })?;
+        let capacity = usize::try_from(config.storage.queue_batches).unwrap_or(64);
+        let intake = Arc::new(Intake {
+            sites: config.sites(),
+            store: StoreHandle::spawn(store, capacity)?,
+            stats: Arc::new(IntakeStats::default()),
+            limits,
+            requests: Arc::new(Semaphore::new(
+                usize::try_from(i.max_concurrent_requests).unwrap_or(1),
+            )),
+            shutting_down: AtomicBool::new(false),
+            warned: Mutex::new(BTreeMap::new()),
+        });
+        let (shutdown, rx) = watch::channel(false);
+        let connections = Arc::new(Semaphore::new(
+            usize::try_from(i.max_connections).unwrap_or(1),
+        ));
+        let grace = seconds(i.shutdown_grace_seconds);
+        let server = tokio::spawn(accept_loop(
+            listener,
+            acceptor,
+            Arc::clone(&intake),
+            connections,
+            grace,
+            rx.clone(),
+        ));
+        let retention = (config.storage.event_retention_days > 0).then(|| {
+            tokio::spawn(retention_loop(
+                Arc::clone(&intake),
+                u64::from(config.storage.event_retention_days),
+                seconds(config.storage.retention_interval_seconds),
+                rx,
+            ))
+        });
+        tracing::info!(%addr, agents = intake.sites.len(), "intake listening");
+        Ok(Collector {
+            addr,
+            intake,
+            shutdown,
+            server: Some(server),
+            retention,
+        })
+    }
+
+    /// The address the intake listens on (the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The live counters.
+    pub fn stats(&self) -> Arc<IntakeStats> {
+        Arc::clone(&self.intake.stats)
+    }
+
+    /// Graceful stop: stops accepting, lets requests in progress finish (their batches are
+    /// stored and acknowledged) for up to `shutdown_grace_seconds`, closes every connection,
+    /// then closes the store. A request cut at the end of the grace was not acknowledged, so
+    /// its agent resends it.
+    pub async fn shutdown(mut self) -> Result<IntakeStatsSnapshot, IntakeError> {
+        let _ = self.shutdown.send(true);
+        for task in [self.server.take(), self.retention.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.await.map_err(|e| IntakeError::Task(e.to_string()))?;
+        }
+        let snapshot = self.intake.stats.snapshot();
+        // Every connection task has ended: what was queued is stored, then the store closes.
+        let intake = Arc::clone(&self.intake);
+        tokio::task::spawn_blocking(move || intake.store.close())
+            .await
+            .map_err(|e| IntakeError::Task(e.to_string()))??;
+        Ok(snapshot)
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        // Dropped without `shutdown`: stop at once (what a crash leaves; the store's
+        // committed batches are durable).
+        for task in [self.server.take(), self.retention.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // A restarted collector rebinds at once, past connections in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// rustls with the `ring` provider: the agents' CA (and CRLs) for client certificates, which
+/// are required.
+fn tls_config(files: TlsFiles) -> Result<rustls::ServerConfig, IntakeError> {
+    let tls = |e: rustls::Error| IntakeError::Tls(e.to_string());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in files.client_roots {
+        roots.add(ca).map_err(tls)?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(&provider),
+    )
+    .with_crls(files.crls)
+    .build()
+    .map_err(|e| IntakeError::Tls(e.to_string()))?;
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(tls)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(files.chain, files.key)
+        .map_err(tls)
+}
+
+/// Resolves when shutdown is signalled or its sender is gone.
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    intake: Arc<Intake>,
+    connections: Arc<Semaphore>,
+    grace: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopped(&mut shutdown) => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _peer)) => {
+                    let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+                        intake.refuse(
+                            RefusalReason::TooManyConnections,
+                            0,
+                            None,
+                            "max_connections open; connection closed",
+                        );
+                        drop(tcp);
+                        continue;
+                    };
+                    tasks.spawn(connection(
+                        tcp,
+                        acceptor.clone(),
+                        Arc::clone(&intake),
+                        permit,
+                        shutdown.clone(),
+                    ));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    intake.shutting_down.store(true, Ordering::SeqCst);
+    // Connections saw the signal too: idle ones close now, busy ones after their request.
+    let deadline = tokio::time::Instant::now() + grace;
+    while !tasks.is_empty() {
+        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+            Ok(_) => {}
+            Err(_) => {
+                tracing::warn!(
+                    connections = tasks.len(),
+                    "shutdown grace over: closing connections with requests in progress"
+                );
+                tasks.shutdown().await;
+            }
+        }
+    }
+}
+
+/// Per connection: what the watchdog needs to tell idle from slow.
+#[derive(Debug)]
+struct ConnState {
+    /// Requests being handled (0 or 1 with HTTP/1.1).
+    in_flight: AtomicU64,
+    /// Requests answered.
+    served: AtomicU64,
+    /// Plaintext bytes read since the last answer (a request's headers arriving).
+    bytes_since_answer: AtomicU64,
+    /// When the last answer was given (or the connection was set up).
+    last_answer: Mutex<Instant>,
+}
+
+impl ConnState {
+    fn last_answer(&self) -> Instant {
+        *self.last_answer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Marks a request in progress; on drop (answered or abandoned) resets the idle clock.
+struct InFlight(Arc<ConnState>);
+
+impl InFlight {
+    fn enter(state: &Arc<ConnState>) -> InFlight {
+        state.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(Arc::clone(state))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.last_answer.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.bytes_since_answer.store(0, Ordering::SeqCst);
+        self.0.served.fetch_add(1, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The TLS stream, counting the bytes hyper reads (so the watchdog sees a request arriving).
+struct Tracked<T> {
+    inner: T,
+    state: Arc<ConnState>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len().saturating_sub(before);
+        if read > 0 {
+            self.state
+                .bytes_since_answer
+                .fetch_add(read as u64, Ordering::SeqCst);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Decrements the open-connections gauge however the connection ends.
+struct OpenGauge(Arc<IntakeStats>);
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        stats::sub(&self.0.connections_open, 1);
+    }
+}
+
+async fn connection(
+    tcp: TcpStream,
+    acceptor: TlsAcceptor,
+    intake: Arc<Intake>,
+    _permit: OwnedSemaphorePermit,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limits = intake.limits;
+    let _ = tcp.set_nodelay(true);
+    let tls = match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            intake.refuse(RefusalReason::TlsHandshake, 0, None, &e.to_string());
+            return;
+        }
+        Err(_) => {
+            intake.refuse(
+                RefusalReason::HandshakeTimeout,
+                0,
+                None,
+                "handshake too slow",
+            );
+            return;
+        }
+    };
+    stats::add(&intake.stats.connections_accepted, 1);
+    stats::add(&intake.stats.connections_open, 1);
+    let _gauge = OpenGauge(Arc::clone(&intake.stats));
+    // The verifier requires a certificate, so there is one; without it every request is 403.
+    let peer: Option<Arc<CertificateDer<'static>>> = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| Arc::new(c.clone().into_owned()));
+    let state = Arc::new(ConnState {
+        in_flight: AtomicU64::new(0),
+        served: AtomicU64::new(0),
+        bytes_since_answer: AtomicU64::new(0),
+        last_answer: Mutex::new(Instant::now()),
+    });
+    let service = {
+        let (intake, state) = (Arc::clone(&intake), Arc::clone(&state));
+        service_fn(move |req| {
+            let guard = InFlight::enter(&state);
+            let (intake, peer) = (Arc::clone(&intake), peer.clone());
+            async move {
+                let answer = handle(req, &intake, peer.as_deref()).await;
+                drop(guard);
+                Ok::<_, Infallible>(answer)
+            }
+        })
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // The watchdog below times headers: hyper's own timer would also close idle
+        // keep-alive connections as if they were slow.
+        .header_read_timeout(None)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    let io = TokioIo::new(Tracked {
+        inner: tls,
+        state: Arc::clone(&state),
+    });
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let tick = (limits.header_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut watchdog = tokio::time::interval(tick);
+    let mut closing: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stopped(&mut shutdown), if closing.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                closing = Some(tokio::time::Instant::now() + limits.body_timeout);
+            }
+            _ = watchdog.tick() => {
+                if let Some(deadline) = closing {
+                    if tokio::time::Instant::now() >= deadline {
+                        return;
+                    }
+                    continue;
+                }
+                if state.in_flight.load(Ordering::SeqCst) > 0 {
+                    continue;
+                }
+                let waited = state.last_answer().elapsed();
+                let partial = state.bytes_since_answer.load(Ordering::SeqCst) > 0;
+                let fresh = state.served.load(Ordering::SeqCst) == 0;
+                if (partial || fresh) && waited >= limits.header_timeout {
+                    // Headers begun and not finished, or a new connection that sends
+                    // nothing: slow loris. Closed at once.
+                    intake.refuse(
+                        RefusalReason::HeaderTimeout,
+                        0,
+                        None,
+                        "request headers too slow; connection closed",
+                    );
+                    return;
+                }
+                if waited >= limits.idle_timeout {
+                    conn.as_mut().graceful_shutdown();
+                    closing = Some(tokio::time::Instant::now() + limits.header_timeout);
+                }
+            }
+        }
+    }
+}
+
+/// A refused request: its status, reason (counted) and a one-line explanation.
+struct Refusal {
+    status: StatusCode,
+    reason: RefusalReason,
+    message: String,
+}
+
+fn refusal(status: StatusCode, reason: RefusalReason, message: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        reason,
+        message: message.into(),
+    }
+}
+
+fn json_response(status: StatusCode, body: String, close: bool) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        h.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    if close {
+        h.insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    r
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    intake: &Intake,
+    peer: Option<&CertificateDer<'static>>,
+) -> Response<Full<Bytes>> {
+    // For the log only: bounded (a DNS name is at most 253 characters).
+    let claimed: Option<String> =
+        header_str(&req, AGENT_HEADER).map(|a| a.chars().take(253).collect());
+    match receive(req, intake, peer).await {
+        Ok((sequence, duplicate)) => json_response(
+            StatusCode::OK,
+            format!(r#"{{"acked":{sequence},"duplicate":{duplicate}}}"#),
+            false,
+        ),
+        Err(r) => {
+            intake.refuse(r.reason, r.status.as_u16(), claimed.as_deref(), &r.message);
+            // After a refusal the body may be unread: do not reuse the connection.
+            let close = r.status != StatusCode::SERVICE_UNAVAILABLE;
+            let body = serde_json::json!({ "error": r.reason.as_str(), "message": r.message });
+            json_response(r.status, body.to_string(), close)
+        }
+    }
+}
+
+fn header_str<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Does `cert` name `agent` among its DNS subject alternative names?
+fn certificate_names(cert: &CertificateDer<'_>, agent: &str) -> bool {
+    let Ok(name) = ServerName::try_from(agent) else {
+        return false;
+    };
+    if !matches!(name, ServerName::DnsName(_)) {
+        return false;
+    }
+    webpki::EndEntityCert::try_from(cert)
+        .and_then(|c| c.verify_is_valid_for_subject_name(&name))
+        .is_ok()
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Checks, reads, decodes and stores one batch; `(sequence, duplicate)` once stored.
+async fn receive(
+    req: Request<Incoming>,
+    intake: &Intake,
+    peer: Option<&CertificateDer<'static>>,
+) -> Result<(u64, bool), Refusal> {
+    use RefusalReason as R;
+    if intake.shutting_down.load(Ordering::SeqCst) {
+        return Err(refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            R::ShuttingDown,
+            "shutting down",
+        ));
+    }
+    if req.uri().path() != BATCHES_PATH {
+        return Err(refusal(StatusCode::NOT_FOUND, R::NotFound, "no such path"));
+    }
+    if req.method() != hyper::Method::POST {
+        return Err(refusal(
+            StatusCode::METHOD_NOT_ALLOWED,
+            R::NotFound,
+            "only POST",
+        ));
+    }
+    let malformed = |m: &str| refusal(StatusCode::BAD_REQUEST, R::Malformed, m);
+    let agent = header_str(&req, AGENT_HEADER)
+        .ok_or_else(|| malformed("missing Mamori-Agent"))?
+        .to_ascii_lowercase();
+    if !peer.is_some_and(|c| certificate_names(c, &agent)) {
+        return Err(refusal(
+            StatusCode::FORBIDDEN,
+            R::IdentityMismatch,
+            "Mamori-Agent is not a name in the client certificate",
+        ));
+    }
+    let Some(site) = intake.sites.get(&agent) else {
+        return Err(refusal(
+            StatusCode::FORBIDDEN,
+            R::UnknownAgent,
+            "agent not in the allowlist",
+        ));
+    };
+    let sequence = header_str(&req, SEQUENCE_HEADER)
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|&s| i64::try_from(s).is_ok())
+        .ok_or_else(|| malformed("missing or invalid Mamori-Sequence"))?;
+    let event_count = match header_str(&req, EVENT_COUNT_HEADER) {
+        None => None,
+        Some(s) => Some(
+            s.parse::<usize>()
+                .map_err(|_| malformed("invalid Mamori-Event-Count"))?,
+        ),
+    };
+    let created_unix_ms = match header_str(&req, CREATED_HEADER) {
+        None => None,
+        Some(s) => Some(
+            s.parse::<u64>()
+                .map_err(|_| malformed("invalid Mamori-Batch-Created-Unix-Ms"))?,
+        ),
+    };
+    if !header_str(&req, header::CONTENT_ENCODING.as_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("gzip"))
+    {
+        return Err(malformed("Content-Encoding must be gzip"));
+    }
+    let too_large = || {
+        refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            R::TooLarge,
+            format!(
+                "body over {} bytes compressed or {} decompressed",
+                intake.limits.max_body_bytes, intake.limits.max_decompressed_bytes
+            ),
+        )
+    };
+    let declared =
+        header_str(&req, header::CONTENT_LENGTH.as_str()).and_then(|s| s.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > intake.limits.max_body_bytes) {
+        return Err(too_large());
+    }
+
+    // From here the batch takes memory: one of a bounded number of slots, or 503.
+    let _slot = Arc::clone(&intake.requests)
+        .try_acquire_owned()
+        .map_err(|_| {
+            refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                R::Overloaded,
+                "too many batches in progress",
+            )
+        })?;
+    let limit = usize::try_from(intake.limits.max_body_bytes).unwrap_or(usize::MAX);
+    let body = match tokio::time::timeout(
+        intake.limits.body_timeout,
+        Limited::new(req.into_body(), limit).collect(),
+    )
+    .await
+    {
+        Err(_) => {
+            return Err(refusal(
+                StatusCode::REQUEST_TIMEOUT,
+                R::BodyTimeout,
+                "body too slow",
+            ));
+        }
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+        Ok(Err(e)) => return Err(malformed(&format!("reading the body: {e}"))),
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    stats::add(&intake.stats.received_bytes, body.len() as u64);
+    let cap = intake.limits.max_decompressed_bytes;
+    let events = tokio::task::spawn_blocking(move || decode(&body, cap))
+        .await
+        .map_err(|e| {
+            refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                R::StorageError,
+                e.to_string(),
+            )
+        })?
+        .map_err(|e| match e {
+            DecodeError::TooLarge => too_large(),
+            DecodeError::Gzip(m) => malformed(&format!("gzip: {m}")),
+            DecodeError::Line(n, m) => malformed(&format!("line {n}: {m}")),
+        })?;
+    if event_count.is_some_and(|n| n != events.len()) {
+        return Err(malformed("Mamori-Event-Count does not match the body"));
+    }
+    let n_events = events.len() as u64;
+    let batch = IncomingBatch {
+        agent: agent.clone(),
+        site: site.clone(),
+        sequence,
+        created_unix_ms,
+        received_unix_ms: unix_ms(),
+        events,
+    };
+    match intake.store.store_batch(batch).await {
+        Ok(Stored::New { out_of_order }) => {
+            stats::add(&intake.stats.batches_stored, 1);
+            stats::add(&intake.stats.events_stored, n_events);
+            if out_of_order {
+                stats::add(&intake.stats.batches_out_of_order, 1);
+                tracing::warn!(%agent, sequence, "batch below the agent's highest sequence; stored");
+            }
+            Ok((sequence, false))
+        }
+        Ok(Stored::Duplicate) => {
+            stats::add(&intake.stats.batches_duplicate, 1);
+            Ok((sequence, true))
+        }
+        Err(StoreError::Busy) => Err(refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            R::Overloaded,
+            "storage queue full",
+        )),
+        Err(StoreError::Closed) => Err(refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            R::ShuttingDown,
+            "storage closed",
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, %agent, sequence, "cannot store a batch; not acknowledged");
+            Err(refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                R::StorageError,
+                "storage error",
+            ))
+        }
+    }
+}
+
+#[derive(Debug)]
+enum DecodeError {
+    TooLarge,
+    Gzip(String),
+    Line(usize, String),
+}
+
+/// gzip of JSON Lines → events, the decompressed size capped (a gzip bomb stops at the cap).
+/// The same format as `mamori_agent::ship::decode_body`, with the cap told apart.
+fn decode(body: &[u8], cap: u64) -> Result<Vec<Event>, DecodeError> {
+    let mut jsonl = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(cap.saturating_add(1))
+        .read_to_end(&mut jsonl)
+        .map_err(|e| DecodeError::Gzip(e.to_string()))?;
+    if jsonl.len() as u64 > cap {
+        return Err(DecodeError::TooLarge);
+    }
+    jsonl
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| !line.is_empty())
+        .map(|(n, line)| {
+            serde_json::from_slice(line).map_err(|e| DecodeError::Line(n + 1, e.to_string()))
+        })
+        .collect()
+}
+
+/// Deletes raw events older than the retention, a step at a time, every `interval`.
+async fn retention_loop(
+    intake: Arc<Intake>,
+    days: u64,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let keep_us = i64::try_from(days.saturating_mul(86_400_000_000)).unwrap_or(i64::MAX);
+    loop {
+        let now_us = i64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros()),
+        )
+        .unwrap_or(i64::MAX);
+        let cutoff = now_us.saturating_sub(keep_us);
+        let mut total = 0u64;
+        loop {
+            match intake
+                .store
+                .expire_events(cutoff, RETENTION_STEP_EVENTS)
+                .await
+            {
+                Ok(n) => {
+                    total += n;
+                    stats::add(&intake.stats.events_expired, n);
+                    if n < u64::from(RETENTION_STEP_EVENTS) {
+                        break;
+                    }
+                }
+                Err(StoreError::Busy) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "retention pass failed");
+                    break;
+                }
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+        if total > 0 {
+            tracing::info!(events = total, days, "expired raw events");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+    }
+}

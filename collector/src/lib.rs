@@ -1,0 +1,16 @@
+//! `mamori-collector` as a library: the batch intake server (`intake`), its configuration,
+//! its counters and the storage behind it (`store`). The binary's `serve` and `check-config`
+//! subcommands are thin calls into [`serve`]. How it fits together: `docs/collector.md`.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod intake;
+pub mod serve;
+pub mod stats;
+pub mod store;
+
+pub use config::{CollectorConfig, ConfigError};
+pub use intake::{Collector, IntakeError};
+pub use stats::{IntakeStats, IntakeStatsSnapshot, RefusalReason};
+pub use store::sqlite::SqliteStore;
+pub use store::{IncomingBatch, Store, StoreError, StoreHandle, Stored};

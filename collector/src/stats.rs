@@ -1,0 +1,182 @@
+//! The intake's and the store's counters: plain atomics, read with [`IntakeStats::snapshot`].
+//! Names follow the Prometheus ones they will be exported as (prefix `mamori_collector_`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a connection or a request was refused: a small, fixed set (a metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RefusalReason {
+    /// The TLS handshake failed: no client certificate, another CA, expired, revoked, not TLS.
+    TlsHandshake,
+    /// The TLS handshake did not finish within `header_timeout_seconds`.
+    HandshakeTimeout,
+    /// A connection beyond `max_connections` (closed at once).
+    TooManyConnections,
+    /// Request headers not complete within `header_timeout_seconds` (slow loris).
+    HeaderTimeout,
+    /// A request body not complete within `body_timeout_seconds` (`408`).
+    BodyTimeout,
+    /// Not `POST /v1/batches` (`404`/`405`).
+    NotFound,
+    /// Missing or unparsable `Mamori-*` headers, wrong encoding, bad gzip or JSON (`400`).
+    Malformed,
+    /// Body over `max_body_bytes` or decompressed over `max_decompressed_bytes` (`413`).
+    TooLarge,
+    /// `Mamori-Agent` is not one of the client certificate's DNS names (`403`).
+    IdentityMismatch,
+    /// The agent is not in `[[agents]]` (`403`).
+    UnknownAgent,
+    /// Every request slot or the storage queue was busy (`503`).
+    Overloaded,
+    /// Storing failed (`503`: the agent resends).
+    StorageError,
+    /// The collector is shutting down (`503`).
+    ShuttingDown,
+}
+
+impl RefusalReason {
+    pub const ALL: [RefusalReason; 13] = [
+        RefusalReason::TlsHandshake,
+        RefusalReason::HandshakeTimeout,
+        RefusalReason::TooManyConnections,
+        RefusalReason::HeaderTimeout,
+        RefusalReason::BodyTimeout,
+        RefusalReason::NotFound,
+        RefusalReason::Malformed,
+        RefusalReason::TooLarge,
+        RefusalReason::IdentityMismatch,
+        RefusalReason::UnknownAgent,
+        RefusalReason::Overloaded,
+        RefusalReason::StorageError,
+        RefusalReason::ShuttingDown,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::TlsHandshake => "tls_handshake",
+            RefusalReason::HandshakeTimeout => "handshake_timeout",
+            RefusalReason::TooManyConnections => "too_many_connections",
+            RefusalReason::HeaderTimeout => "header_timeout",
+            RefusalReason::BodyTimeout => "body_timeout",
+            RefusalReason::NotFound => "not_found",
+            RefusalReason::Malformed => "malformed",
+            RefusalReason::TooLarge => "too_large",
+            RefusalReason::IdentityMismatch => "identity_mismatch",
+            RefusalReason::UnknownAgent => "unknown_agent",
+            RefusalReason::Overloaded => "overloaded",
+            RefusalReason::StorageError => "storage_error",
+            RefusalReason::ShuttingDown => "shutting_down",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Live counters of the intake and the store.
+#[derive(Debug, Default)]
+pub struct IntakeStats {
+    /// `connections_accepted_total`: TLS handshakes completed.
+    pub connections_accepted: AtomicU64,
+    /// `connections_open`: a gauge.
+    pub connections_open: AtomicU64,
+    /// `batches_stored_total`: new batches stored and acknowledged.
+    pub batches_stored: AtomicU64,
+    /// `batches_duplicate_total`: batches stored before, acknowledged again, not stored.
+    pub batches_duplicate: AtomicU64,
+    /// `batches_out_of_order_total`: a new batch below the agent's highest sequence
+    /// (stored anyway: refusing it would lose it).
+    pub batches_out_of_order: AtomicU64,
+    /// `events_stored_total`
+    pub events_stored: AtomicU64,
+    /// `received_bytes_total`: compressed bodies read, refused or not.
+    pub received_bytes: AtomicU64,
+    /// `events_expired_total`: raw events deleted by retention.
+    pub events_expired: AtomicU64,
+    /// `refused_total{reason}`, indexed by [`RefusalReason`].
+    refused: [AtomicU64; 13],
+}
+
+impl IntakeStats {
+    pub fn refuse(&self, reason: RefusalReason) {
+        if let Some(c) = self.refused.get(reason.index()) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn refused(&self, reason: RefusalReason) -> u64 {
+        self.refused
+            .get(reason.index())
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// A copy of every counter.
+    pub fn snapshot(&self) -> IntakeStatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        IntakeStatsSnapshot {
+            connections_accepted_total: get(&self.connections_accepted),
+            connections_open: get(&self.connections_open),
+            batches_stored_total: get(&self.batches_stored),
+            batches_duplicate_total: get(&self.batches_duplicate),
+            batches_out_of_order_total: get(&self.batches_out_of_order),
+            events_stored_total: get(&self.events_stored),
+            received_bytes_total: get(&self.received_bytes),
+            events_expired_total: get(&self.events_expired),
+            refused_total: RefusalReason::ALL
+                .iter()
+                .map(|&r| (r.as_str(), self.refused(r)))
+                .collect(),
+        }
+    }
+}
+
+pub(crate) fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+pub(crate) fn sub(c: &AtomicU64, n: u64) {
+    c.fetch_sub(n, Ordering::Relaxed);
+}
+
+/// The counters at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IntakeStatsSnapshot {
+    pub connections_accepted_total: u64,
+    pub connections_open: u64,
+    pub batches_stored_total: u64,
+    pub batches_duplicate_total: u64,
+    pub batches_out_of_order_total: u64,
+    pub events_stored_total: u64,
+    pub received_bytes_total: u64,
+    pub events_expired_total: u64,
+    /// (reason, count) for every reason, in [`RefusalReason::ALL`] order.
+    pub refused_total: Vec<(&'static str, u64)>,
+}
+
+impl IntakeStatsSnapshot {
+    /// Refusals for `reason`.
+    pub fn refused(&self, reason: RefusalReason) -> u64 {
+        self.refused_total
+            .iter()
+            .find(|(r, _)| *r == reason.as_str())
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_counter() {
+        let s = IntakeStats::default();
+        for (n, r) in RefusalReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), n);
+            s.refuse(*r);
+        }
+        let snap = s.snapshot();
+        assert!(snap.refused_total.iter().all(|(_, n)| *n == 1));
+    }
+}

@@ -1,0 +1,166 @@
+//! Where the collector keeps what it receives. [`Store`] is the storage contract the intake
+//! relies on (one batch stored atomically, deduplicated by (agent, sequence), durable when the
+//! call returns); [`sqlite::SqliteStore`] is the embedded implementation, and a PostgreSQL one
+//! can be added behind the same trait (`docs/collector.md`). [`StoreHandle`] runs a store on
+//! a dedicated thread behind a bounded queue, so the async side never blocks on disk.
+
+pub mod sqlite;
+
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use mamori_models::Event;
+use tokio::sync::oneshot;
+
+/// Everything that can go wrong in storage.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("{path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("the database is at schema version {found}, newer than this collector's {known}")]
+    NewerSchema { found: u32, known: u32 },
+    #[error("encoding an event: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("a value out of the storable range: {0}")]
+    OutOfRange(&'static str),
+    #[error("the storage queue is full")]
+    Busy,
+    #[error("the storage thread is gone")]
+    Closed,
+}
+
+/// A batch as received, ready to store.
+#[derive(Clone, Debug)]
+pub struct IncomingBatch {
+    /// The agent id (from its certificate), lowercase.
+    pub agent: String,
+    /// The site the allowlist maps the agent to.
+    pub site: String,
+    /// `Mamori-Sequence`.
+    pub sequence: u64,
+    /// `Mamori-Batch-Created-Unix-Ms`, when sent.
+    pub created_unix_ms: Option<u64>,
+    /// When the collector received the batch, Unix milliseconds.
+    pub received_unix_ms: u64,
+    /// The events, in the agent's order.
+    pub events: Vec<Event>,
+}
+
+/// What storing a batch did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// Stored now. `out_of_order`: the agent had sent a higher sequence before.
+    New { out_of_order: bool },
+    /// This (agent, sequence) was stored before; nothing was written.
+    Duplicate,
+}
+
+/// The storage contract. Implementations are used from one thread at a time (the
+/// [`StoreHandle`] thread); every method is synchronous and may block on disk or network.
+pub trait Store: Send + 'static {
+    /// Stores `batch` and its events in one transaction, unless (agent, sequence) is there
+    /// already. When this returns `Ok`, the batch survives a crash of the process (and, with
+    /// SQLite's `synchronous=FULL`, a power loss): only then may the batch be acknowledged.
+    fn store_batch(&mut self, batch: &IncomingBatch) -> Result<Stored, StoreError>;
+
+    /// Deletes up to `limit` raw events whose own time is before `cutoff_unix_us`; returns
+    /// how many. Batch records stay (they are the deduplication memory).
+    fn expire_events(&mut self, cutoff_unix_us: i64, limit: u32) -> Result<u64, StoreError>;
+
+    /// The schema version the store is at.
+    fn schema_version(&mut self) -> Result<u32, StoreError>;
+
+    /// Flushes and closes (SQLite: checkpoints the WAL).
+    fn close(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+enum Command {
+    Store(
+        Box<IncomingBatch>,
+        oneshot::Sender<Result<Stored, StoreError>>,
+    ),
+    Expire(i64, u32, oneshot::Sender<Result<u64, StoreError>>),
+}
+
+/// A [`Store`] running on its own thread behind a queue of `capacity` commands: the async
+/// intake submits and awaits, and a full queue is answered at once ([`StoreError::Busy`]:
+/// backpressure, not memory).
+#[derive(Debug)]
+pub struct StoreHandle {
+    tx: Mutex<Option<SyncSender<Command>>>,
+    thread: Mutex<Option<JoinHandle<Result<(), StoreError>>>>,
+}
+
+impl StoreHandle {
+    /// Starts the storage thread.
+    pub fn spawn(store: Box<dyn Store>, capacity: usize) -> Result<StoreHandle, StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Command>(capacity);
+        let thread = std::thread::Builder::new()
+            .name("mamori-store".into())
+            .spawn(move || {
+                let mut store = store;
+                // Ends when every sender is gone: the queue is drained first.
+                while let Ok(cmd) = rx.recv() {
+                    match cmd {
+                        Command::Store(batch, reply) => {
+                            let _ = reply.send(store.store_batch(&batch));
+                        }
+                        Command::Expire(cutoff, limit, reply) => {
+                            let _ = reply.send(store.expire_events(cutoff, limit));
+                        }
+                    }
+                }
+                store.close()
+            })
+            .map_err(|e| StoreError::Open {
+                path: "(storage thread)".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(StoreHandle {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn submit(&self, cmd: Command) -> Result<(), StoreError> {
+        let tx = lock(&self.tx).clone().ok_or(StoreError::Closed)?;
+        tx.try_send(cmd).map_err(|e| match e {
+            TrySendError::Full(_) => StoreError::Busy,
+            TrySendError::Disconnected(_) => StoreError::Closed,
+        })
+    }
+
+    /// Stores a batch (see [`Store::store_batch`]); [`StoreError::Busy`] when the queue is full.
+    pub async fn store_batch(&self, batch: IncomingBatch) -> Result<Stored, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Command::Store(Box::new(batch), reply))?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// One retention step (see [`Store::expire_events`]).
+    pub async fn expire_events(&self, cutoff_unix_us: i64, limit: u32) -> Result<u64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Command::Expire(cutoff_unix_us, limit, reply))?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Closes the queue, lets the thread finish what was queued, and closes the store.
+    /// Blocks: call it from a blocking context (or `spawn_blocking`).
+    /// Idempotent; later submissions get [`StoreError::Closed`].
+    pub fn close(&self) -> Result<(), StoreError> {
+        lock(&self.tx).take();
+        let thread = lock(&self.thread).take();
+        match thread {
+            Some(t) => t.join().map_err(|_| StoreError::Closed)?,
+            None => Ok(()),
+        }
+    }
+}
+
+/// A poisoned lock here only guards an `Option` that is always consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

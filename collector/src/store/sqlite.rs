@@ -1,0 +1,326 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, so a committed
+//! batch survives a crash of the process and a power loss, and readers never block the
+//! writer. Schema changes are an ordered list of migrations recorded in `schema_version`.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{IncomingBatch, Store, StoreError, Stored};
+
+/// One schema change: its version (1, 2, ... with no gaps), what it is for, its SQL.
+#[derive(Debug)]
+pub struct Migration {
+    pub version: u32,
+    pub description: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, in order. Never edit one that has shipped: append a new one.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "batches (the deduplication memory) and raw events",
+        sql: "
+            CREATE TABLE batches (
+                id               INTEGER PRIMARY KEY,
+                agent            TEXT    NOT NULL,
+                sequence         INTEGER NOT NULL,
+                site             TEXT    NOT NULL,
+                created_unix_ms  INTEGER,
+                received_unix_ms INTEGER NOT NULL,
+                events           INTEGER NOT NULL,
+                UNIQUE (agent, sequence)
+            );
+            CREATE TABLE events (
+                id       INTEGER PRIMARY KEY,
+                batch_id INTEGER NOT NULL REFERENCES batches (id),
+                idx      INTEGER NOT NULL,
+                agent    TEXT    NOT NULL,
+                site     TEXT    NOT NULL,
+                type     TEXT    NOT NULL,
+                ts_us    INTEGER NOT NULL,
+                json     TEXT    NOT NULL
+            );
+            CREATE INDEX events_ts ON events (ts_us);
+            CREATE INDEX events_site_ts ON events (site, ts_us);
+            CREATE INDEX events_batch ON events (batch_id, idx);
+        ",
+    },
+    Migration {
+        version: 2,
+        description: "slots for baselines, alerts, incidents and the asset inventory",
+        sql: "
+            CREATE TABLE baselines (
+                id              INTEGER PRIMARY KEY,
+                site            TEXT    NOT NULL,
+                created_unix_ms INTEGER NOT NULL,
+                format_version  INTEGER NOT NULL,
+                json            TEXT    NOT NULL
+            );
+            CREATE INDEX baselines_site ON baselines (site, created_unix_ms);
+            CREATE TABLE incidents (
+                id           INTEGER PRIMARY KEY,
+                site         TEXT    NOT NULL,
+                opened_ts_us INTEGER NOT NULL,
+                closed_ts_us INTEGER,
+                state        TEXT    NOT NULL,
+                json         TEXT    NOT NULL
+            );
+            CREATE INDEX incidents_site ON incidents (site, opened_ts_us);
+            CREATE TABLE alerts (
+                id          INTEGER PRIMARY KEY,
+                site        TEXT    NOT NULL,
+                ts_us       INTEGER NOT NULL,
+                detector    TEXT    NOT NULL,
+                severity    TEXT    NOT NULL,
+                incident_id INTEGER REFERENCES incidents (id),
+                json        TEXT    NOT NULL
+            );
+            CREATE INDEX alerts_site_ts ON alerts (site, ts_us);
+            CREATE TABLE assets (
+                id               INTEGER PRIMARY KEY,
+                site             TEXT    NOT NULL,
+                address          TEXT    NOT NULL,
+                first_seen_ts_us INTEGER NOT NULL,
+                last_seen_ts_us  INTEGER NOT NULL,
+                json             TEXT    NOT NULL,
+                UNIQUE (site, address)
+            );
+        ",
+    },
+];
+
+/// The schema version this collector writes.
+pub fn latest_version() -> u32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// An event as stored, for readers and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub agent: String,
+    pub site: String,
+    pub sequence: u64,
+    pub idx: u32,
+    pub kind: String,
+    pub ts_us: i64,
+    pub json: String,
+}
+
+/// [`Store`] on an SQLite file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+fn to_i64(v: u64, what: &'static str) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::OutOfRange(what))
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `path`, sets WAL and `synchronous=FULL`,
+    /// and applies the migrations it lacks, each in its own transaction.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(path).map_err(|e| StoreError::Open {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Open {
+                path: path.display().to_string(),
+                reason: format!("cannot use WAL mode (journal_mode is {mode})"),
+            });
+        }
+        // FULL: the WAL is fsynced at each commit, so a commit that returned is on disk
+        // before the batch is acknowledged (NORMAL could lose the last commits on power loss).
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut store = SqliteStore { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn current_version(&self) -> Result<u32, StoreError> {
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (
+                version          INTEGER PRIMARY KEY,
+                description      TEXT    NOT NULL,
+                applied_unix_ms  INTEGER NOT NULL
+            )",
+            [],
+        )?;
+        let v: Option<i64> =
+            self.conn
+                .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))?;
+        u32::try_from(v.unwrap_or(0)).map_err(|_| StoreError::OutOfRange("schema version"))
+    }
+
+    /// Applies the migrations above the recorded version; a no-op at the latest.
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let current = self.current_version()?;
+        let known = latest_version();
+        if current > known {
+            return Err(StoreError::NewerSchema {
+                found: current,
+                known,
+            });
+        }
+        for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(m.sql)?;
+            tx.execute(
+                "INSERT INTO schema_version (version, description, applied_unix_ms)
+                 VALUES (?1, ?2, ?3)",
+                params![m.version, m.description, now_unix_ms()],
+            )?;
+            tx.commit()?;
+            tracing::info!(
+                version = m.version,
+                description = m.description,
+                "database migrated"
+            );
+        }
+        Ok(())
+    }
+
+    /// Every event of `agent`, in the agent's order (by batch sequence, then position).
+    pub fn events_of(&self, agent: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT e.agent, e.site, b.sequence, e.idx, e.type, e.ts_us, e.json
+             FROM events e JOIN batches b ON b.id = e.batch_id
+             WHERE e.agent = ?1 ORDER BY b.sequence, e.idx",
+        )?;
+        let rows = stmt.query_map([agent], |r| {
+            Ok(StoredEvent {
+                agent: r.get(0)?,
+                site: r.get(1)?,
+                sequence: r.get::<_, i64>(2)?.try_into().unwrap_or(0),
+                idx: r.get(3)?,
+                kind: r.get(4)?,
+                ts_us: r.get(5)?,
+                json: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Rows in `table` (for tests and the operator; `table` must be a known table).
+    pub fn count(&self, table: &str) -> Result<u64, StoreError> {
+        let table = match table {
+            "batches" | "events" | "baselines" | "alerts" | "incidents" | "assets"
+            | "schema_version" => table,
+            _ => return Err(StoreError::OutOfRange("unknown table")),
+        };
+        let n: i64 = self
+            .conn
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Store for SqliteStore {
+    fn store_batch(&mut self, batch: &IncomingBatch) -> Result<Stored, StoreError> {
+        let sequence = to_i64(batch.sequence, "sequence")?;
+        let created = batch
+            .created_unix_ms
+            .map(|v| to_i64(v, "created_unix_ms"))
+            .transpose()?;
+        let received = to_i64(batch.received_unix_ms, "received_unix_ms")?;
+        let count =
+            i64::try_from(batch.events.len()).map_err(|_| StoreError::OutOfRange("events"))?;
+        // Encode before the transaction: it holds the write lock for as short as possible.
+        let rows = batch
+            .events
+            .iter()
+            .map(|e| Ok((e.type_name(), e.ts().as_micros(), serde_json::to_string(e)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let highest: Option<i64> = tx
+            .query_row(
+                "SELECT MAX(sequence) FROM batches WHERE agent = ?1",
+                [&batch.agent],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        let inserted = tx.execute(
+            "INSERT INTO batches (agent, sequence, site, created_unix_ms, received_unix_ms, events)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (agent, sequence) DO NOTHING",
+            params![batch.agent, sequence, batch.site, created, received, count],
+        )?;
+        if inserted == 0 {
+            // Nothing written; the transaction ends without a commit.
+            return Ok(Stored::Duplicate);
+        }
+        let batch_id = tx.last_insert_rowid();
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO events (batch_id, idx, agent, site, type, ts_us, json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for (idx, (kind, ts, json)) in rows.iter().enumerate() {
+                let idx = i64::try_from(idx).map_err(|_| StoreError::OutOfRange("idx"))?;
+                stmt.execute(params![
+                    batch_id,
+                    idx,
+                    batch.agent,
+                    batch.site,
+                    kind,
+                    ts,
+                    json
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(Stored::New {
+            out_of_order: highest.is_some_and(|h| h > sequence),
+        })
+    }
+
+    fn expire_events(&mut self, cutoff_unix_us: i64, limit: u32) -> Result<u64, StoreError> {
+        let n = self.conn.execute(
+            "DELETE FROM events WHERE id IN
+                (SELECT id FROM events WHERE ts_us < ?1 ORDER BY ts_us LIMIT ?2)",
+            params![cutoff_unix_us, limit],
+        )?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn schema_version(&mut self) -> Result<u32, StoreError> {
+        self.current_version()
+    }
+
+    fn close(self: Box<Self>) -> Result<(), StoreError> {
+        // Folds the WAL back into the database file, so a stopped collector leaves one file.
+        self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+        self.conn.close().map_err(|(_, e)| StoreError::Database(e))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_one_by_one() {
+        for (n, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, n + 1);
+        }
+    }
+}
