@@ -106,6 +106,15 @@ pub(crate) fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
                 b.values.registers.len(),
             )
             .context("writing to stderr")?;
+            writeln!(
+                err,
+                "traffic windows: {} channels/hosts modelled, {} with too few windows; syslog: {} templates over {} hosts",
+                b.windows.models.len(),
+                b.windows.skipped.len(),
+                b.syslog.rates.len(),
+                b.syslog.hosts.len(),
+            )
+            .context("writing to stderr")?;
             if b.overflow.total() > 0 {
                 writeln!(err, "warning: state limits refused {:?}", b.overflow)
                     .context("writing to stderr")?;
@@ -162,6 +171,9 @@ pub(crate) fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
         },
     )
     .context("writing to stderr")?;
+    for note in &summary.notes {
+        writeln!(err, "note: {note}").context("writing to stderr")?;
+    }
     for a in alerts
         .iter()
         .filter(|a| a.severity >= Severity::High)

@@ -8,3 +8,4 @@ pub mod modbus_script;
 pub mod pcapgen;
 pub mod recorder;
 pub mod scenario;
+pub mod scenario_syslog;

@@ -52,6 +52,8 @@ pub enum DetectorName {
     ProcessValue,
     Protocol,
     Syslog,
+    /// Per-window traffic features of a channel or host ([`super::window`]).
+    TrafficWindow,
 }
 
 impl DetectorName {
@@ -62,6 +64,7 @@ impl DetectorName {
             DetectorName::ProcessValue => "process_value",
             DetectorName::Protocol => "protocol",
             DetectorName::Syslog => "syslog",
+            DetectorName::TrafficWindow => "traffic_window",
         }
     }
 }

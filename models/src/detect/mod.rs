@@ -21,7 +21,9 @@ pub mod cycle;
 mod entries;
 pub mod modbus;
 pub mod protocol;
+pub mod syslog;
 pub mod values;
+pub mod window;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -32,7 +34,9 @@ pub use alert::{Alert, DetectorName, Evidence, Severity};
 pub use allowlist::AllowlistBaseline;
 pub use cycle::{CycleBaseline, CycleConfig};
 pub use protocol::ProtocolBaseline;
+pub use syslog::{SyslogBaseline, SyslogConfig};
 pub use values::{ValueBaseline, ValueConfig};
+pub use window::{WindowBaseline, WindowConfig, WindowModelKind};
 
 use crate::event::Event;
 use crate::time::Timestamp;
@@ -112,6 +116,12 @@ pub struct DetectConfig {
     pub aggregate_window_us: i64,
     pub cycle: CycleConfig,
     pub values: ValueConfig,
+    /// Traffic windows per channel and host.
+    #[serde(default)]
+    pub windows: WindowConfig,
+    /// Syslog templates.
+    #[serde(default)]
+    pub syslog: SyslogConfig,
 }
 
 impl Default for DetectConfig {
@@ -122,6 +132,8 @@ impl Default for DetectConfig {
             aggregate_window_us: 600_000_000,
             cycle: CycleConfig::default(),
             values: ValueConfig::default(),
+            windows: WindowConfig::default(),
+            syslog: SyslogConfig::default(),
         }
     }
 }
@@ -151,6 +163,8 @@ impl DetectConfig {
         if self.values.envelope_margin_ratio.is_nan() || self.values.envelope_margin_ratio < 0.0 {
             problems.push("values.envelope_margin_ratio must not be negative");
         }
+        self.windows.problems(&mut problems);
+        self.syslog.problems(&mut problems);
         if self.limits.max_alerts == 0 {
             problems.push("limits.max_alerts must be at least 1");
         }
@@ -222,6 +236,12 @@ pub struct Baseline {
     pub cycles: CycleBaseline,
     pub values: ValueBaseline,
     pub protocol: ProtocolBaseline,
+    /// Traffic-window models (absent in files written before them: nothing is scored).
+    #[serde(default)]
+    pub windows: WindowBaseline,
+    /// Syslog templates and their rates.
+    #[serde(default)]
+    pub syslog: SyslogBaseline,
 }
 
 impl Baseline {
@@ -258,6 +278,8 @@ impl Baseline {
         self.cycles.forget(scope);
         self.values.forget(scope);
         self.protocol.forget(scope);
+        self.windows.forget(scope);
+        self.syslog.forget(scope);
     }
 
     /// Relearns `scope` from `events` (only the events within it are used), keeping the rest
@@ -278,6 +300,8 @@ impl Baseline {
         self.cycles.merge(fresh.cycles);
         self.values.merge(fresh.values);
         self.protocol.merge(fresh.protocol);
+        self.windows.merge(fresh.windows);
+        self.syslog.merge(fresh.syslog);
         self.learned.events += fresh.learned.events;
         self.learned.first_ts = min_opt(self.learned.first_ts, fresh.learned.first_ts);
         self.learned.last_ts = self.learned.last_ts.max(fresh.learned.last_ts);
@@ -303,11 +327,15 @@ pub struct Learner {
     cycles: cycle::CycleLearner,
     values: ValueBaseline,
     protocol: protocol::ProtocolLearner,
+    windows: window::WindowLearner,
+    syslog: syslog::SyslogLearner,
 }
 
 impl Learner {
     pub fn new(config: DetectConfig) -> Self {
         Learner {
+            windows: window::WindowLearner::new(&config.windows),
+            syslog: syslog::SyslogLearner::new(&config.syslog),
             config,
             site: None,
             learned: LearnedSpan::default(),
@@ -337,25 +365,37 @@ impl Learner {
                 self.cycles.observe(e, limits, &mut self.overflow);
                 self.values.learn(e, limits, &mut self.overflow);
                 self.protocol.observe(e, limits, &mut self.overflow);
+                self.windows.modbus(e);
             }
-            Event::Flow(f) => self.allowlist.learn_flow(f, limits, &mut self.overflow),
-            Event::Syslog(_) => {}
+            Event::Flow(f) => {
+                self.allowlist.learn_flow(f, limits, &mut self.overflow);
+                self.windows.flow(f);
+            }
+            Event::Syslog(s) => {
+                self.windows.other(ts);
+                self.syslog.observe(s, &mut self.overflow);
+            }
         }
     }
 
     pub fn finish(self) -> Baseline {
         let mut values = self.values;
         values.seal();
+        let mut overflow = self.overflow;
+        let windows = self.windows.finish(&mut overflow);
+        let syslog = self.syslog.finish(&mut overflow);
         Baseline {
             format: BASELINE_FORMAT.to_owned(),
             version: BASELINE_VERSION,
             site: self.site,
             learned: self.learned,
-            overflow: self.overflow,
+            overflow,
             allowlist: self.allowlist,
             cycles: self.cycles.finish(&self.config.cycle),
             values,
             protocol: self.protocol.finish(),
+            windows,
+            syslog,
         }
     }
 }
@@ -374,6 +414,10 @@ pub struct DetectSummary {
     pub dropped_alerts: u64,
     /// Keys the detectors could not track (state limits).
     pub untracked: u64,
+    /// Traffic windows scored against a learned model.
+    pub windows_scored: u64,
+    /// Plain sentences about what could not be modelled or scored.
+    pub notes: Vec<String>,
 }
 
 /// Detection mode: observes events against a [`Baseline`] and collects alerts.
@@ -385,6 +429,8 @@ pub struct Detector {
     cycles: cycle::CycleDetector,
     values: values::ValueDetector,
     protocol: protocol::ProtocolDetector,
+    windows: window::WindowDetector,
+    syslog: syslog::SyslogDetector,
     events: u64,
     last_ts: Option<Timestamp>,
 }
@@ -397,6 +443,8 @@ impl Detector {
             cycles: cycle::CycleDetector::new(&baseline.cycles, config.cycle.clone()),
             values: values::ValueDetector::new(&baseline.values, config.values.clone()),
             protocol: protocol::ProtocolDetector::new(config.limits.max_paths),
+            windows: window::WindowDetector::new(&baseline.windows, &config.windows),
+            syslog: syslog::SyslogDetector::new(&baseline.syslog, &config.syslog),
             baseline,
             config,
             events: 0,
@@ -413,8 +461,11 @@ impl Detector {
         let ts = event.ts();
         self.last_ts = self.last_ts.max(Some(ts));
         self.cycles.tick(ts, &mut self.book);
+        self.windows
+            .tick(&self.baseline.windows, ts, &mut self.book);
         match event {
             Event::Modbus(e) => {
+                self.windows.modbus(e);
                 let novelty = allowlist::AllowlistDetector::modbus(
                     &self.baseline.allowlist,
                     e,
@@ -426,10 +477,38 @@ impl Detector {
                     .observe(&self.baseline.protocol, e, novelty, &mut self.book);
             }
             Event::Flow(f) => {
-                allowlist::AllowlistDetector::flow(&self.baseline.allowlist, f, &mut self.book)
+                allowlist::AllowlistDetector::flow(&self.baseline.allowlist, f, &mut self.book);
+                self.windows.flow(f);
             }
-            Event::Syslog(_) => {}
+            Event::Syslog(s) => self
+                .syslog
+                .observe(&self.baseline.syslog, s, &mut self.book),
         }
+    }
+
+    fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let w = &self.baseline.windows;
+        if !w.skipped.is_empty() {
+            notes.push(format!(
+                "traffic windows: {} channels or hosts had too few complete windows during learning (fewer than {}) and are not modelled",
+                w.skipped.len(),
+                self.config.windows.min_windows
+            ));
+        }
+        if self.windows.unmodelled > 0 {
+            notes.push(format!(
+                "traffic windows: {} windows of channels or hosts without a model were not scored",
+                self.windows.unmodelled
+            ));
+        }
+        if self.windows.refit_failed > 0 {
+            notes.push(format!(
+                "traffic windows: {} one-class SVM models could not be refitted and are not scored",
+                self.windows.refit_failed
+            ));
+        }
+        notes
     }
 
     /// Ends detection: raises what became due by the last event's time, and returns the
@@ -438,12 +517,16 @@ impl Detector {
         if let Some(ts) = self.last_ts {
             self.cycles.tick(ts, &mut self.book);
         }
+        self.syslog.finish(&self.baseline.syslog, &mut self.book);
+        let notes = self.notes();
         let dropped = self.book.dropped;
         let all = self.book.into_sorted();
         let mut summary = DetectSummary {
             events: self.events,
             dropped_alerts: dropped,
-            untracked: self.protocol.overflow,
+            untracked: self.protocol.overflow + self.windows.overflow() + self.syslog.overflow,
+            windows_scored: self.windows.scored,
+            notes,
             ..DetectSummary::default()
         };
         let alerts: Vec<Alert> = all

@@ -1,0 +1,420 @@
+//! Syslog templates: the messages each host's applications log, mined into templates
+//! ([`TemplateMiner`], one per application name) with their rates per (host, template) over the
+//! baseline period. Detection alerts on a template a host never logged (`new_syslog_template`),
+//! on one it logged only a couple of times (`rare_syslog_template`) and on a template whose count
+//! in a window is beyond what its learned rate makes plausible (`syslog_rate_burst`: a Poisson
+//! tail at 10⁻⁶ or twice the learned peak, whichever is higher, e.g. a burst of failed logins).
+//!
+//! Severity is derived from the message, not from keywords: low by default, one step up for a
+//! message of the security facilities (auth 4, authpriv 10) or of syslog severity error or worse
+//! (≤ 3), two steps for alert or emergency (≤ 1).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::alert::{AlertBook, DetectorName, Raise, Severity, evidence};
+use super::{Overflow, Scope};
+use crate::event::SyslogEvent;
+use crate::templates::{MinerConfig, TemplateId, TemplateMiner};
+
+/// Learned counts at or below this make a template rare.
+const RARE_MAX_COUNT: u64 = 2;
+/// Probability of a window count under the learned Poisson rate below which it is a burst.
+const BURST_TAIL: f64 = 1e-6;
+/// Application name used when a message has none.
+const NO_APP: &str = "-";
+
+/// Syslog template configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogConfig {
+    /// Template counts are compared per window of this length (event time).
+    pub window_us: i64,
+    /// Applications mined (one template miner each); more are counted and not mined.
+    pub max_apps: usize,
+    /// (host, application, template) rates kept.
+    pub max_keys: usize,
+    /// The template miner of each application.
+    pub miner: MinerConfig,
+}
+
+impl Default for SyslogConfig {
+    fn default() -> Self {
+        SyslogConfig {
+            window_us: 300_000_000,
+            max_apps: 256,
+            max_keys: 65_536,
+            miner: MinerConfig {
+                max_templates: 2048,
+                ..MinerConfig::default()
+            },
+        }
+    }
+}
+
+impl SyslogConfig {
+    pub(crate) fn problems(&self, out: &mut Vec<&'static str>) {
+        if self.window_us < 1_000_000 {
+            out.push("syslog.window_us must be at least 1 s");
+        }
+        if self.miner.validate().is_err() {
+            out.push("syslog.miner is invalid");
+        }
+    }
+}
+
+/// (host, application, template id).
+type Key = (String, String, TemplateId);
+
+/// What one (host, application, template) did during learning.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateRate {
+    /// The template's text when learned.
+    pub template: String,
+    pub count: u64,
+    /// Most messages of it in one window.
+    pub peak: u64,
+}
+
+/// Everything learned about syslog.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogBaseline {
+    pub window_us: i64,
+    /// Windows the learning period spanned (the rates' denominator).
+    pub windows: u64,
+    /// One miner per application name, as learned.
+    pub miners: BTreeMap<String, TemplateMiner>,
+    #[serde(with = "super::entries")]
+    pub rates: BTreeMap<Key, TemplateRate>,
+    /// Hosts (hostname, else sender address) whose messages were learned.
+    pub hosts: BTreeSet<String>,
+}
+
+impl Default for SyslogBaseline {
+    fn default() -> Self {
+        SyslogBaseline {
+            window_us: SyslogConfig::default().window_us,
+            windows: 0,
+            miners: BTreeMap::new(),
+            rates: BTreeMap::new(),
+            hosts: BTreeSet::new(),
+        }
+    }
+}
+
+impl SyslogBaseline {
+    pub(crate) fn forget(&mut self, scope: &Scope) {
+        if let Scope::Asset(ip) = *scope {
+            let h = ip.to_string();
+            self.rates.retain(|(host, _, _), _| *host != h);
+            self.hosts.remove(&h);
+        }
+    }
+
+    /// Template ids are per miner, so only rates mined by the same miners can be merged: the
+    /// fresh rates are kept when this baseline has no syslog yet.
+    pub(crate) fn merge(&mut self, other: SyslogBaseline) {
+        if self.miners.is_empty() {
+            *self = other;
+        }
+    }
+}
+
+fn host_of(ev: &SyslogEvent) -> String {
+    match (&ev.hostname, ev.src_ip) {
+        (Some(h), _) => h.clone(),
+        (None, Some(ip)) => ip.to_string(),
+        (None, None) => "-".to_owned(),
+    }
+}
+
+/// Mines one message; `None` when its application cannot get a miner (limit).
+fn mine(
+    miners: &mut BTreeMap<String, TemplateMiner>,
+    config: &SyslogConfig,
+    ev: &SyslogEvent,
+) -> Option<(String, TemplateId, String, bool)> {
+    let app = ev.app_name.as_deref().unwrap_or(NO_APP);
+    if !miners.contains_key(app) {
+        if miners.len() >= config.max_apps {
+            return None;
+        }
+        let m = TemplateMiner::new(config.miner.clone()).ok()?;
+        miners.insert(app.to_owned(), m);
+    }
+    let miner = miners.get_mut(app)?;
+    let obs = miner.add(ev.msg.as_deref().unwrap_or(""));
+    let created = obs.change == crate::templates::Change::Created;
+    Some((app.to_owned(), obs.id, obs.template, created))
+}
+
+#[derive(Debug)]
+pub(crate) struct SyslogLearner {
+    config: SyslogConfig,
+    base: SyslogBaseline,
+    /// (key) → (window id, count in it).
+    current: BTreeMap<Key, (i64, u64)>,
+    first: Option<i64>,
+    last: Option<i64>,
+}
+
+impl SyslogLearner {
+    pub(crate) fn new(config: &SyslogConfig) -> Self {
+        SyslogLearner {
+            config: config.clone(),
+            base: SyslogBaseline {
+                window_us: config.window_us,
+                ..SyslogBaseline::default()
+            },
+            current: BTreeMap::new(),
+            first: None,
+            last: None,
+        }
+    }
+
+    pub(crate) fn observe(&mut self, ev: &SyslogEvent, over: &mut Overflow) {
+        let us = ev.ts.as_micros();
+        self.first = Some(self.first.map_or(us, |f| f.min(us)));
+        self.last = Some(self.last.map_or(us, |l| l.max(us)));
+        let Some((app, id, template, _)) = mine(&mut self.base.miners, &self.config, ev) else {
+            over.functions += 1;
+            return;
+        };
+        let host = host_of(ev);
+        let key = (host.clone(), app, id);
+        if !self.base.rates.contains_key(&key) && self.base.rates.len() >= self.config.max_keys {
+            over.functions += 1;
+            return;
+        }
+        if self.base.hosts.len() < self.config.max_keys || self.base.hosts.contains(&host) {
+            self.base.hosts.insert(host);
+        }
+        let r = self.base.rates.entry(key.clone()).or_default();
+        r.count += 1;
+        r.template = template;
+        let w = us.div_euclid(self.config.window_us.max(1));
+        let cur = self.current.entry(key).or_insert((w, 0));
+        if cur.0 != w {
+            *cur = (w, 0);
+        }
+        cur.1 += 1;
+        r.peak = r.peak.max(cur.1);
+    }
+
+    pub(crate) fn finish(self, _over: &mut Overflow) -> SyslogBaseline {
+        let mut base = self.base;
+        // Templates may have generalised after a rate was recorded: keep the final text.
+        for ((_, app, id), r) in base.rates.iter_mut() {
+            if let Some(v) = base.miners.get(app).and_then(|m| m.template(*id)) {
+                r.template = v.template;
+            }
+        }
+        let len = self.config.window_us.max(1);
+        base.windows = match (self.first, self.last) {
+            (Some(f), Some(l)) => {
+                u64::try_from(l.div_euclid(len) - f.div_euclid(len) + 1).unwrap_or(1)
+            }
+            _ => 0,
+        };
+        base
+    }
+}
+
+/// Smallest count `k` with P(X ≥ k) < `tail` for X ~ Poisson(`lambda`).
+fn poisson_bound(lambda: f64, tail: f64) -> u64 {
+    let lambda = lambda.max(1e-9);
+    let mut p = (-lambda).exp();
+    let mut cdf = p;
+    let mut k: u64 = 0;
+    while 1.0 - cdf >= tail && k < 1_000_000 {
+        k += 1;
+        p *= lambda / k as f64;
+        cdf += p;
+        if p < 1e-300 && k as f64 > lambda {
+            break;
+        }
+    }
+    k + 1
+}
+
+fn message_severity(ev: &SyslogEvent) -> Severity {
+    let mut s = Severity::Low;
+    let security = matches!(ev.facility, Some(4 | 10));
+    let error = ev.severity.is_some_and(|v| v <= 3);
+    if security || error {
+        s = Severity::Medium;
+    }
+    if ev.severity.is_some_and(|v| v <= 1) || (security && error) {
+        s = Severity::High;
+    }
+    s
+}
+
+fn up(s: Severity) -> Severity {
+    match s {
+        Severity::Info => Severity::Low,
+        Severity::Low => Severity::Medium,
+        Severity::Medium => Severity::High,
+        Severity::High | Severity::Critical => Severity::Critical,
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct SyslogDetector {
+    config: SyslogConfig,
+    miners: BTreeMap<String, TemplateMiner>,
+    /// (key) → (window id, count in it, alerted in this window).
+    windows: BTreeMap<Key, (i64, u64, bool)>,
+    pub(crate) overflow: u64,
+}
+
+impl SyslogDetector {
+    pub(crate) fn new(base: &SyslogBaseline, config: &SyslogConfig) -> Self {
+        SyslogDetector {
+            config: SyslogConfig {
+                window_us: base.window_us,
+                ..config.clone()
+            },
+            miners: base.miners.clone(),
+            windows: BTreeMap::new(),
+            overflow: 0,
+        }
+    }
+
+    pub(crate) fn observe(
+        &mut self,
+        base: &SyslogBaseline,
+        ev: &SyslogEvent,
+        book: &mut AlertBook,
+    ) {
+        let Some((app, id, template, _)) = mine(&mut self.miners, &self.config, ev) else {
+            self.overflow += 1;
+            return;
+        };
+        let host = host_of(ev);
+        let key = (host.clone(), app.clone(), id);
+        let msg_severity = message_severity(ev);
+        let sev_field = ev.severity;
+        let subject = format!("{host}/{app}/{}", id.0);
+        let learned = base.rates.get(&key);
+        let common = |extra: [(&str, serde_json::Value); 3]| {
+            let mut e = evidence([
+                ("host", json!(host)),
+                ("app_name", json!(app)),
+                ("template_id", json!(id.0)),
+                ("template", json!(template)),
+                ("syslog_severity", json!(sev_field)),
+                ("facility", json!(ev.facility)),
+            ]);
+            e.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
+            e
+        };
+        match learned {
+            None => {
+                let known_elsewhere = base.rates.keys().any(|(_, a, i)| *a == app && *i == id);
+                book.raise(Raise {
+                    ts: ev.ts,
+                    detector: DetectorName::Syslog,
+                    kind: "new_syslog_template",
+                    severity: msg_severity,
+                    summary: format!(
+                        "{host} logged a message from {app} it never logged during learning: \"{template}\"."
+                    ),
+                    src_ip: ev.src_ip,
+                    dst_ip: None,
+                    asset: Some(host.clone()),
+                    subject,
+                    score: msg_severity.base_score(),
+                    evidence: common([
+                        ("learned_count", json!(0)),
+                        ("known_from_other_hosts", json!(known_elsewhere)),
+                        ("message", json!(ev.msg)),
+                    ]),
+                });
+                return;
+            }
+            Some(r) if r.count <= RARE_MAX_COUNT => {
+                book.raise(Raise {
+                    ts: ev.ts,
+                    detector: DetectorName::Syslog,
+                    kind: "rare_syslog_template",
+                    severity: msg_severity,
+                    summary: format!(
+                        "{host} logged a message from {app} that it logged only {} times during learning: \"{template}\".",
+                        r.count
+                    ),
+                    src_ip: ev.src_ip,
+                    dst_ip: None,
+                    asset: Some(host.clone()),
+                    subject: subject.clone(),
+                    score: msg_severity.base_score() * 0.8,
+                    evidence: common([
+                        ("learned_count", json!(r.count)),
+                        ("learned_windows", json!(base.windows)),
+                        ("message", json!(ev.msg)),
+                    ]),
+                });
+            }
+            Some(_) => {}
+        }
+        let Some(r) = learned else { return };
+        if !self.windows.contains_key(&key) && self.windows.len() >= self.config.max_keys {
+            self.overflow += 1;
+            return;
+        }
+        let w = ev.ts.as_micros().div_euclid(self.config.window_us.max(1));
+        let st = self.windows.entry(key).or_insert((w, 0, false));
+        if st.0 != w {
+            *st = (w, 0, false);
+        }
+        st.1 += 1;
+        let lambda = r.count as f64 / base.windows.max(1) as f64;
+        let limit = poisson_bound(lambda, BURST_TAIL).max(r.peak.saturating_mul(2));
+        if st.1 > limit && !st.2 {
+            st.2 = true;
+            let severity = up(msg_severity).max(Severity::Medium);
+            book.raise(Raise {
+                ts: ev.ts,
+                detector: DetectorName::Syslog,
+                kind: "syslog_rate_burst",
+                severity,
+                summary: format!(
+                    "{host} logged \"{template}\" ({app}) {} times within {} s; it averaged {lambda:.2} per window during learning (at most {}).",
+                    st.1,
+                    self.config.window_us / 1_000_000,
+                    r.peak
+                ),
+                src_ip: ev.src_ip,
+                dst_ip: None,
+                asset: Some(host.clone()),
+                subject: format!("rate:{subject}"),
+                score: severity.base_score(),
+                evidence: common([
+                    ("count_in_window", json!(st.1)),
+                    ("learned_mean_per_window", json!((lambda * 1000.0).round() / 1000.0)),
+                    ("limit", json!(limit)),
+                ]),
+            });
+        }
+    }
+
+    pub(crate) fn finish(&mut self, _base: &SyslogBaseline, _book: &mut AlertBook) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poisson_bound_grows_with_the_rate() {
+        assert!(poisson_bound(0.0, 1e-6) <= 2);
+        let b1 = poisson_bound(1.0, 1e-6);
+        let b10 = poisson_bound(10.0, 1e-6);
+        assert!((8..=12).contains(&b1), "{b1}");
+        assert!(b10 > b1 && b10 < 40, "{b10}");
+    }
+}
