@@ -177,26 +177,9 @@ pub fn decode_frame(link_type: LinkType, data: &[u8]) -> Result<Decoded<'_>, Dec
             } else {
                 0
             };
-            L4::Tcp {
-                src_port: tcp.source_port(),
-                dst_port: tcp.destination_port(),
-                seq: tcp.sequence_number(),
-                ack: tcp.acknowledgment_number(),
-                flags: TcpFlags {
-                    syn: tcp.syn(),
-                    ack: tcp.ack(),
-                    fin: tcp.fin(),
-                    rst: tcp.rst(),
-                },
-                payload: tcp.payload(),
-                missing: u32::try_from(missing).unwrap_or(u32::MAX),
-            }
+            tcp_l4(tcp, u32::try_from(missing).unwrap_or(u32::MAX))
         }
-        Some(TransportSlice::Udp(udp)) => L4::Udp {
-            src_port: udp.source_port(),
-            dst_port: udp.destination_port(),
-            payload: udp.payload(),
-        },
+        Some(TransportSlice::Udp(udp)) => udp_l4(udp),
         Some(TransportSlice::Icmpv4(icmp)) => L4::Icmp {
             icmp_type: icmp.type_u8(),
             code: icmp.code_u8(),
@@ -216,28 +199,11 @@ pub fn decode_frame(link_type: LinkType, data: &[u8]) -> Result<Decoded<'_>, Dec
 pub fn decode_transport(protocol: u8, payload: &[u8]) -> L4<'_> {
     match protocol {
         IPPROTO_TCP => match etherparse::TcpSlice::from_slice(payload) {
-            Ok(tcp) => L4::Tcp {
-                src_port: tcp.source_port(),
-                dst_port: tcp.destination_port(),
-                seq: tcp.sequence_number(),
-                ack: tcp.acknowledgment_number(),
-                flags: TcpFlags {
-                    syn: tcp.syn(),
-                    ack: tcp.ack(),
-                    fin: tcp.fin(),
-                    rst: tcp.rst(),
-                },
-                payload: tcp.payload(),
-                missing: 0,
-            },
+            Ok(tcp) => tcp_l4(&tcp, 0),
             Err(_) => L4::Other { protocol },
         },
         IPPROTO_UDP => match etherparse::UdpSlice::from_slice(payload) {
-            Ok(udp) => L4::Udp {
-                src_port: udp.source_port(),
-                dst_port: udp.destination_port(),
-                payload: udp.payload(),
-            },
+            Ok(udp) => udp_l4(&udp),
             Err(_) => L4::Other { protocol },
         },
         IPPROTO_ICMP | IPPROTO_ICMPV6 => match (payload.first(), payload.get(1)) {
@@ -245,6 +211,31 @@ pub fn decode_transport(protocol: u8, payload: &[u8]) -> L4<'_> {
             _ => L4::Other { protocol },
         },
         _ => L4::Other { protocol },
+    }
+}
+
+fn tcp_l4<'a>(tcp: &etherparse::TcpSlice<'a>, missing: u32) -> L4<'a> {
+    L4::Tcp {
+        src_port: tcp.source_port(),
+        dst_port: tcp.destination_port(),
+        seq: tcp.sequence_number(),
+        ack: tcp.acknowledgment_number(),
+        flags: TcpFlags {
+            syn: tcp.syn(),
+            ack: tcp.ack(),
+            fin: tcp.fin(),
+            rst: tcp.rst(),
+        },
+        payload: tcp.payload(),
+        missing,
+    }
+}
+
+fn udp_l4<'a>(udp: &etherparse::UdpSlice<'a>) -> L4<'a> {
+    L4::Udp {
+        src_port: udp.source_port(),
+        dst_port: udp.destination_port(),
+        payload: udp.payload(),
     }
 }
 
