@@ -25,6 +25,29 @@ pub struct CollectorConfig {
     pub agents: Vec<AgentEntry>,
     /// Where and how events are stored.
     pub storage: StorageSection,
+    /// The Prometheus endpoint (`GET /metrics`, plain HTTP). Absent: no endpoint.
+    #[serde(default)]
+    pub metrics: Option<MetricsSection>,
+}
+
+/// `[metrics]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Address of the plain-HTTP `/metrics` endpoint (no TLS, no authentication: keep it on
+    /// loopback or a management network). Default `127.0.0.1:9103`.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+/// The default `[metrics] listen`.
+pub const DEFAULT_METRICS_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    9103,
+));
+
+fn default_metrics_listen() -> SocketAddr {
+    DEFAULT_METRICS_LISTEN
 }
 
 /// `[intake]`
@@ -321,6 +344,10 @@ impl CollectorConfig {
                 );
             }
         }
+        let clash = |m: &MetricsSection| m.listen == i.listen && m.listen.port() != 0;
+        if self.metrics.as_ref().is_some_and(clash) {
+            bad("metrics.listen", "must differ from intake.listen".into());
+        }
         if let Err(more) = self.intake.load_tls() {
             problems.extend(more);
         }
@@ -435,6 +462,20 @@ mod tests {
         let typo = MINIMAL.replace("[storage]", "[storage]\nretention = 3");
         let (_, reason) = CollectorConfig::parse(&typo).unwrap_err();
         assert!(reason.contains("retention"), "{reason}");
+    }
+
+    #[test]
+    fn metrics_section_is_optional_and_its_address_defaults_to_loopback() {
+        assert!(CollectorConfig::parse(MINIMAL).unwrap().metrics.is_none());
+        let c = CollectorConfig::parse(&format!("{MINIMAL}\n[metrics]\n")).unwrap();
+        assert_eq!(c.metrics.unwrap().listen, DEFAULT_METRICS_LISTEN);
+        let c = CollectorConfig::parse(&format!(
+            "{MINIMAL}\n[metrics]\nlisten = \"127.0.0.1:9200\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.metrics.unwrap().listen.port(), 9200);
+        let typo = format!("{MINIMAL}\n[metrics]\nport = 1\n");
+        assert!(CollectorConfig::parse(&typo).is_err());
     }
 
     #[test]

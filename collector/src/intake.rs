@@ -39,6 +39,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{CollectorConfig, TlsFiles, seconds};
+use crate::metrics::CollectorMetrics;
 use crate::stats::{self, IntakeStats, IntakeStatsSnapshot, RefusalReason};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{IncomingBatch, Store, StoreError, StoreHandle, Stored};
@@ -62,6 +63,8 @@ pub enum IntakeError {
     },
     #[error("storage: {0}")]
     Store(#[from] StoreError),
+    #[error("metrics: {0}")]
+    Metrics(String),
     #[error("intake task: {0}")]
     Task(String),
 }
@@ -133,6 +136,9 @@ pub struct Collector {
     shutdown: watch::Sender<bool>,
     server: Option<JoinHandle<()>>,
     retention: Option<JoinHandle<()>>,
+    /// The `/metrics` endpoint, when `[metrics]` is configured: its address and task.
+    metrics_addr: Option<SocketAddr>,
+    metrics: Option<JoinHandle<()>>,
 }
 
 impl Collector {
@@ -174,10 +180,34 @@ impl Collector {
             source,
         })?;
         let capacity = usize::try_from(config.storage.queue_batches).unwrap_or(64);
+        let sites = config.sites();
+        let stats = Arc::new(IntakeStats::with_sites(sites.values().cloned()));
+        // Bound before the store opens, so a taken port fails the start with nothing to undo.
+        let metrics_listener = match &config.metrics {
+            None => None,
+            Some(m) => {
+                let listener = tokio::net::TcpListener::bind(m.listen)
+                    .await
+                    .map_err(|source| IntakeError::Bind {
+                        addr: m.listen,
+                        source,
+                    })?;
+                let addr = listener.local_addr().map_err(|source| IntakeError::Bind {
+                    addr: m.listen,
+                    source,
+                })?;
+                let metrics = CollectorMetrics::new(
+                    Arc::clone(&stats),
+                    Some(config.storage.sqlite_path.clone()),
+                )
+                .map_err(|e| IntakeError::Metrics(e.to_string()))?;
+                Some((listener, addr, Arc::new(metrics)))
+            }
+        };
         let intake = Arc::new(Intake {
-            sites: config.sites(),
+            sites,
             store: StoreHandle::spawn(store, capacity)?,
-            stats: Arc::new(IntakeStats::default()),
+            stats,
             limits,
             requests: Arc::new(Semaphore::new(
                 usize::try_from(i.max_concurrent_requests).unwrap_or(1),
@@ -206,6 +236,18 @@ impl Collector {
                 rx,
             ))
         });
+        let (metrics_addr, metrics) = match metrics_listener {
+            None => (None, None),
+            Some((listener, addr, metrics)) => {
+                tracing::info!(%addr, "metrics endpoint listening (GET /metrics)");
+                let task = tokio::spawn(crate::metrics::serve(
+                    listener,
+                    metrics,
+                    shutdown.subscribe(),
+                ));
+                (Some(addr), Some(task))
+            }
+        };
         tracing::info!(%addr, agents = intake.sites.len(), "intake listening");
         Ok(Collector {
             addr,
@@ -213,12 +255,20 @@ impl Collector {
             shutdown,
             server: Some(server),
             retention,
+            metrics_addr,
+            metrics,
         })
     }
 
     /// The address the intake listens on (the real port when configured with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the `/metrics` endpoint (the real port when configured with port 0);
+    /// `None` without `[metrics]`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The live counters.
@@ -232,9 +282,13 @@ impl Collector {
     /// its agent resends it.
     pub async fn shutdown(mut self) -> Result<IntakeStatsSnapshot, IntakeError> {
         let _ = self.shutdown.send(true);
-        for task in [self.server.take(), self.retention.take()]
-            .into_iter()
-            .flatten()
+        for task in [
+            self.server.take(),
+            self.retention.take(),
+            self.metrics.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             task.await.map_err(|e| IntakeError::Task(e.to_string()))?;
         }
@@ -252,9 +306,13 @@ impl Drop for Collector {
     fn drop(&mut self) {
         // Dropped without `shutdown`: stop at once (what a crash leaves; the store's
         // committed batches are durable).
-        for task in [self.server.take(), self.retention.take()]
-            .into_iter()
-            .flatten()
+        for task in [
+            self.server.take(),
+            self.retention.take(),
+            self.metrics.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             task.abort();
         }
@@ -298,7 +356,7 @@ fn tls_config(files: TlsFiles) -> Result<rustls::ServerConfig, IntakeError> {
 }
 
 /// Resolves when shutdown is signalled or its sender is gone.
-async fn stopped(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     while !*rx.borrow_and_update() {
         if rx.changed().await.is_err() {
             return;
@@ -788,6 +846,13 @@ async fn receive(
         return Err(malformed("Mamori-Event-Count does not match the body"));
     }
     let n_events = events.len() as u64;
+    let mut by_type = [0u64; 3];
+    for e in &events {
+        if let Some(n) = by_type.get_mut(stats::event_type_index(e)) {
+            *n += 1;
+        }
+    }
+    let site_stats = intake.stats.site(site);
     let batch = IncomingBatch {
         agent: agent.clone(),
         site: site.clone(),
@@ -800,6 +865,10 @@ async fn receive(
         Ok(Stored::New { out_of_order }) => {
             stats::add(&intake.stats.batches_stored, 1);
             stats::add(&intake.stats.events_stored, n_events);
+            if let Some(s) = site_stats {
+                s.add_events(&by_type);
+                s.seen(unix_ms());
+            }
             if out_of_order {
                 stats::add(&intake.stats.batches_out_of_order, 1);
                 tracing::warn!(%agent, sequence, "batch below the agent's highest sequence; stored");
@@ -808,6 +877,9 @@ async fn receive(
         }
         Ok(Stored::Duplicate) => {
             stats::add(&intake.stats.batches_duplicate, 1);
+            if let Some(s) = site_stats {
+                s.seen(unix_ms());
+            }
             Ok((sequence, true))
         }
         Err(StoreError::Busy) => Err(refusal(

@@ -1,7 +1,64 @@
-//! The intake's and the store's counters: plain atomics, read with [`IntakeStats::snapshot`].
-//! Names follow the Prometheus ones they will be exported as (prefix `mamori_collector_`).
+//! The intake's and the store's counters: plain atomics, read with [`IntakeStats::snapshot`]
+//! and exported by `metrics.rs` (the Prometheus names are listed there, prefix `mamori_`).
+//! Per-site counters exist only for the sites of the configured allowlist, so their number is
+//! bounded by the configuration, never by what a client sends.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use mamori_models::Event;
+
+/// The event types (`type` in `docs/events.md`): a metric label, in this order.
+pub const EVENT_TYPES: [&str; 3] = ["modbus", "flow", "syslog"];
+
+/// The index of `event`'s type in [`EVENT_TYPES`].
+pub fn event_type_index(event: &Event) -> usize {
+    match event {
+        Event::Modbus(_) => 0,
+        Event::Flow(_) => 1,
+        Event::Syslog(_) => 2,
+    }
+}
+
+/// Counters of one site (every agent filed under it).
+#[derive(Debug, Default)]
+pub struct SiteStats {
+    /// New events stored, indexed like [`EVENT_TYPES`].
+    events: [AtomicU64; 3],
+    /// When a batch from one of the site's agents was last acknowledged (new or duplicate),
+    /// Unix milliseconds; 0: never.
+    last_seen_unix_ms: AtomicU64,
+}
+
+impl SiteStats {
+    /// Counts the new events of a stored batch, by type (indexed like [`EVENT_TYPES`]).
+    pub fn add_events(&self, by_type: &[u64; 3]) {
+        for (c, n) in self.events.iter().zip(by_type) {
+            c.fetch_add(*n, Ordering::Relaxed);
+        }
+    }
+
+    /// Records that one of the site's agents was heard from at `unix_ms`.
+    pub fn seen(&self, unix_ms: u64) {
+        self.last_seen_unix_ms.fetch_max(unix_ms, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> SiteStatsSnapshot {
+        SiteStatsSnapshot {
+            events_stored_total: self.events.each_ref().map(|c| c.load(Ordering::Relaxed)),
+            last_seen_unix_ms: self.last_seen_unix_ms.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One site's counters at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SiteStatsSnapshot {
+    /// New events stored, indexed like [`EVENT_TYPES`].
+    pub events_stored_total: [u64; 3],
+    /// Last batch acknowledged to one of the site's agents, Unix ms; 0: never.
+    pub last_seen_unix_ms: u64,
+}
 
 /// Why a connection or a request was refused: a small, fixed set (a metric label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -97,9 +154,27 @@ pub struct IntakeStats {
     pub events_expired: AtomicU64,
     /// `refused_total{reason}`, indexed by [`RefusalReason`].
     refused: [AtomicU64; 13],
+    /// Per site of the allowlist (empty with [`Default`]).
+    sites: BTreeMap<String, SiteStats>,
 }
 
 impl IntakeStats {
+    /// Counters with a per-site breakdown for `sites` (the allowlist's sites).
+    pub fn with_sites(sites: impl IntoIterator<Item = String>) -> IntakeStats {
+        IntakeStats {
+            sites: sites
+                .into_iter()
+                .map(|s| (s, SiteStats::default()))
+                .collect(),
+            ..IntakeStats::default()
+        }
+    }
+
+    /// The counters of `site`, if it is one of the configured sites.
+    pub fn site(&self, site: &str) -> Option<&SiteStats> {
+        self.sites.get(site)
+    }
+
     pub fn refuse(&self, reason: RefusalReason) {
         if let Some(c) = self.refused.get(reason.index()) {
             c.fetch_add(1, Ordering::Relaxed);
@@ -128,6 +203,11 @@ impl IntakeStats {
                 .iter()
                 .map(|&r| (r.as_str(), self.refused(r)))
                 .collect(),
+            sites: self
+                .sites
+                .iter()
+                .map(|(name, s)| (name.clone(), s.snapshot()))
+                .collect(),
         }
     }
 }
@@ -153,6 +233,8 @@ pub struct IntakeStatsSnapshot {
     pub events_expired_total: u64,
     /// (reason, count) for every reason, in [`RefusalReason::ALL`] order.
     pub refused_total: Vec<(&'static str, u64)>,
+    /// Per configured site, in name order.
+    pub sites: Vec<(String, SiteStatsSnapshot)>,
 }
 
 impl IntakeStatsSnapshot {

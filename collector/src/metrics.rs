@@ -1,0 +1,287 @@
+//! The collector's Prometheus metrics: every name in one place, prefix `mamori_`, base units,
+//! `_total` on counters, small bounded label sets (`site` only takes the allowlist's sites,
+//! `type` the three event types, `reason` the [`RefusalReason`]s; never an address or a
+//! certificate name). Values are copied from [`IntakeStats`] when Prometheus scrapes, so the
+//! intake only bumps plain atomics. Served on plain HTTP at `[metrics] listen`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::stats::{EVENT_TYPES, IntakeStats, RefusalReason};
+
+/// Every metric name.
+pub mod names {
+    pub const EVENTS_INGESTED_TOTAL: &str = "mamori_events_ingested_total";
+    pub const BATCHES_TOTAL: &str = "mamori_batches_total";
+    pub const BATCHES_OUT_OF_ORDER_TOTAL: &str = "mamori_batches_out_of_order_total";
+    pub const INTAKE_ERRORS_TOTAL: &str = "mamori_intake_errors_total";
+    pub const INTAKE_CONNECTIONS_TOTAL: &str = "mamori_intake_connections_total";
+    pub const INTAKE_CONNECTIONS_OPEN: &str = "mamori_intake_connections_open";
+    pub const INTAKE_RECEIVED_BYTES_TOTAL: &str = "mamori_intake_received_bytes_total";
+    pub const EVENTS_EXPIRED_TOTAL: &str = "mamori_events_expired_total";
+    pub const AGENT_LAST_SEEN_TIMESTAMP_SECONDS: &str = "mamori_agent_last_seen_timestamp_seconds";
+    pub const STORAGE_BYTES: &str = "mamori_storage_bytes";
+    pub const COLLECTOR_BUILD_INFO: &str = "mamori_collector_build_info";
+}
+
+/// The registry and the metrics it holds.
+#[derive(Debug)]
+pub struct CollectorMetrics {
+    registry: Registry,
+    events_ingested: IntCounterVec,
+    batches: IntCounterVec,
+    batches_out_of_order: IntCounterVec,
+    intake_errors: IntCounterVec,
+    connections: IntCounterVec,
+    connections_open: IntGauge,
+    received_bytes: IntCounterVec,
+    events_expired: IntCounterVec,
+    last_seen: GaugeVec,
+    storage_bytes: IntGauge,
+    stats: Arc<IntakeStats>,
+    /// The SQLite file (its `-wal` beside it), if the store is one.
+    sqlite_path: Option<PathBuf>,
+}
+
+fn counter(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
+    let g = IntGauge::new(name, help)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+/// Raises a counter to a total read from elsewhere (counters only go up).
+fn set_total(c: &IntCounterVec, labels: &[&str], total: u64) {
+    let m = c.with_label_values(labels);
+    let cur = m.get();
+    if total > cur {
+        m.inc_by(total - cur);
+    }
+}
+
+fn set_gauge(g: &IntGauge, v: u64) {
+    g.set(i64::try_from(v).unwrap_or(i64::MAX));
+}
+
+impl CollectorMetrics {
+    /// Metrics read from `stats`; `sqlite_path` for `mamori_storage_bytes`.
+    pub fn new(
+        stats: Arc<IntakeStats>,
+        sqlite_path: Option<PathBuf>,
+    ) -> Result<Self, prometheus::Error> {
+        use names::*;
+        let r = Registry::new();
+        let build = IntGaugeVec::new(
+            Opts::new(
+                COLLECTOR_BUILD_INFO,
+                "Build of the running collector (value 1).",
+            ),
+            &["version"],
+        )?;
+        r.register(Box::new(build.clone()))?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let last_seen = GaugeVec::new(
+            Opts::new(
+                AGENT_LAST_SEEN_TIMESTAMP_SECONDS,
+                "When a batch from one of the site's agents was last acknowledged (Unix time); absent until then.",
+            ),
+            &["site"],
+        )?;
+        r.register(Box::new(last_seen.clone()))?;
+        Ok(CollectorMetrics {
+            events_ingested: counter(
+                &r,
+                EVENTS_INGESTED_TOTAL,
+                "Events stored (new batches only), by event type and site.",
+                &["type", "site"],
+            )?,
+            batches: counter(
+                &r,
+                BATCHES_TOTAL,
+                "Batches acknowledged, by outcome: stored (new) or duplicate (stored before).",
+                &["outcome"],
+            )?,
+            batches_out_of_order: counter(
+                &r,
+                BATCHES_OUT_OF_ORDER_TOTAL,
+                "New batches below their agent's highest sequence (stored anyway).",
+                &[],
+            )?,
+            intake_errors: counter(
+                &r,
+                INTAKE_ERRORS_TOTAL,
+                "Connections and requests refused, by reason.",
+                &["reason"],
+            )?,
+            connections: counter(
+                &r,
+                INTAKE_CONNECTIONS_TOTAL,
+                "Intake TLS handshakes completed.",
+                &[],
+            )?,
+            connections_open: gauge(&r, INTAKE_CONNECTIONS_OPEN, "Intake connections open.")?,
+            received_bytes: counter(
+                &r,
+                INTAKE_RECEIVED_BYTES_TOTAL,
+                "Compressed batch bodies read, refused or not.",
+                &[],
+            )?,
+            events_expired: counter(
+                &r,
+                EVENTS_EXPIRED_TOTAL,
+                "Raw events deleted by retention.",
+                &[],
+            )?,
+            storage_bytes: gauge(
+                &r,
+                STORAGE_BYTES,
+                "Size of the SQLite database file and its write-ahead log.",
+            )?,
+            last_seen,
+            registry: r,
+            stats,
+            sqlite_path,
+        })
+    }
+
+    /// Copies the counters into the registry and encodes the text format.
+    pub fn render(&self) -> String {
+        let s = self.stats.snapshot();
+        for (site, st) in &s.sites {
+            for (t, n) in EVENT_TYPES.iter().zip(st.events_stored_total) {
+                set_total(&self.events_ingested, &[t, site], n);
+            }
+            if st.last_seen_unix_ms > 0 {
+                self.last_seen
+                    .with_label_values(&[site])
+                    .set(st.last_seen_unix_ms as f64 / 1000.0);
+            }
+        }
+        set_total(&self.batches, &["stored"], s.batches_stored_total);
+        set_total(&self.batches, &["duplicate"], s.batches_duplicate_total);
+        set_total(
+            &self.batches_out_of_order,
+            &[],
+            s.batches_out_of_order_total,
+        );
+        for r in RefusalReason::ALL {
+            set_total(&self.intake_errors, &[r.as_str()], s.refused(r));
+        }
+        set_total(&self.connections, &[], s.connections_accepted_total);
+        set_gauge(&self.connections_open, s.connections_open);
+        set_total(&self.received_bytes, &[], s.received_bytes_total);
+        set_total(&self.events_expired, &[], s.events_expired_total);
+        if let Some(path) = &self.sqlite_path {
+            let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+            let mut wal = path.clone().into_os_string();
+            wal.push("-wal");
+            set_gauge(
+                &self.storage_bytes,
+                size(path).saturating_add(size(std::path::Path::new(&wal))),
+            );
+        }
+        let mut buf = Vec::new();
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// A scrape that takes longer than this is cut (a stuck client holds nothing for long).
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Scrapes served at once; more wait in the listen backlog.
+const MAX_SCRAPE_CONNECTIONS: usize = 16;
+
+/// Serves `GET /metrics` on `listener` until shutdown is signalled; open scrapes are then cut.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    metrics: Arc<CollectorMetrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper::{Request, Response, StatusCode};
+    let mut tasks = JoinSet::new();
+    loop {
+        let conn = tokio::select! {
+            c = listener.accept(), if tasks.len() < MAX_SCRAPE_CONNECTIONS => c,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            _ = crate::intake::stopped(&mut shutdown) => break,
+        };
+        let Ok((stream, _)) = conn else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let metrics = Arc::clone(&metrics);
+        tasks.spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let metrics = Arc::clone(&metrics);
+                async move {
+                    let resp = if req.uri().path() == "/metrics" {
+                        let body = tokio::task::spawn_blocking(move || metrics.render())
+                            .await
+                            .unwrap_or_default();
+                        Response::builder()
+                            .header("content-type", "text/plain; version=0.0.4")
+                            .body(Full::new(Bytes::from(body)))
+                    } else {
+                        Response::builder()
+                            .status(StatusCode::NOT_FOUND)
+                            .body(Full::new(Bytes::from_static(b"not found\n")))
+                    };
+                    resp.map_err(std::io::Error::other)
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+            let _ = tokio::time::timeout(SCRAPE_TIMEOUT, conn).await;
+        });
+    }
+    drop(listener);
+    tasks.shutdown().await;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_is_named_with_the_prefix_and_sites_come_from_the_allowlist() {
+        let stats = Arc::new(IntakeStats::with_sites(["plant".to_string()]));
+        stats.site("plant").unwrap().add_events(&[1, 2, 3]);
+        stats.refuse(RefusalReason::Malformed);
+        let m = CollectorMetrics::new(Arc::clone(&stats), None).unwrap();
+        let text = m.render();
+        assert!(text.contains(r#"mamori_events_ingested_total{site="plant",type="syslog"} 3"#));
+        assert!(text.contains(r#"mamori_intake_errors_total{reason="malformed"} 1"#));
+        assert!(!text.contains("mamori_agent_last_seen_timestamp_seconds{"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.starts_with("mamori_"), "{line}");
+        }
+        // Rendering twice does not double the counters.
+        assert!(m.render().contains(r#"type="flow"} 2"#));
+    }
+}
