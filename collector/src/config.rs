@@ -4,7 +4,6 @@
 //! certificate files but opens no socket and no database.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -164,36 +163,8 @@ fn default_queue_batches() -> u32 {
     64
 }
 
-/// One configuration problem.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// The key at fault, with its table (`intake.max_body_bytes`), or `line N` for a syntax
-    /// error.
-    pub key: String,
-    pub reason: String,
-}
-
-/// Every problem found in one configuration file.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub problems: Vec<Problem>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: {} problem(s)",
-            self.file.display(),
-            self.problems.len()
-        )?;
-        for p in &self.problems {
-            write!(f, "\n  {}: {}: {}", self.file.display(), p.key, p.reason)?;
-        }
-        Ok(())
-    }
-}
+// The same problem report as the agent's configuration: `file: key: reason`, every problem.
+pub use mamori_agent::config::{ConfigError, Problem};
 
 /// The TLS material named by `[intake]`, loaded.
 #[derive(Debug)]
