@@ -21,7 +21,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     let config = CollectorConfig::load(path)?;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
+            tracing_subscriber::EnvFilter::try_from_env("MAMORI_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
