@@ -27,7 +27,57 @@ pub struct CollectorConfig {
     /// The Prometheus endpoint (`GET /metrics`, plain HTTP). Absent: no endpoint.
     #[serde(default)]
     pub metrics: Option<MetricsSection>,
+    /// Online detection per site: learning, then detecting against the learned baseline.
+    #[serde(default)]
+    pub detection: DetectionSection,
 }
+
+/// `[detection]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionSection {
+    /// How long a site learns its baseline, in event time from the site's first event
+    /// (not wall time: a replayed capture learns over its own span). Default one day.
+    #[serde(default = "default_learning_period_seconds")]
+    pub learning_period_seconds: f64,
+    /// Stored batches waiting for the detection task; beyond it a batch is skipped by
+    /// detection (counted; its events stay in the database) and the intake is never held up.
+    #[serde(default = "default_detection_queue_batches")]
+    pub queue_batches: u32,
+    /// Alerts of a detecting site are collected and stored at least this often (wall time).
+    #[serde(default = "default_alert_flush_interval_seconds")]
+    pub alert_flush_interval_seconds: f64,
+    /// ... and at least every this many events of the site, whichever comes first.
+    #[serde(default = "default_alert_flush_events")]
+    pub alert_flush_events: u64,
+}
+
+impl Default for DetectionSection {
+    fn default() -> Self {
+        DetectionSection {
+            learning_period_seconds: default_learning_period_seconds(),
+            queue_batches: default_detection_queue_batches(),
+            alert_flush_interval_seconds: default_alert_flush_interval_seconds(),
+            alert_flush_events: default_alert_flush_events(),
+        }
+    }
+}
+
+fn default_learning_period_seconds() -> f64 {
+    86_400.0
+}
+fn default_detection_queue_batches() -> u32 {
+    64
+}
+fn default_alert_flush_interval_seconds() -> f64 {
+    60.0
+}
+fn default_alert_flush_events() -> u64 {
+    100_000
+}
+
+/// Upper bound on the learning period: a year.
+const MAX_LEARNING_SECONDS: f64 = 366.0 * 86_400.0;
 
 /// `[metrics]`
 #[derive(Clone, Debug, Deserialize)]
@@ -315,6 +365,43 @@ impl CollectorConfig {
                 );
             }
         }
+        let d = &self.detection;
+        if !(d.learning_period_seconds.is_finite()
+            && d.learning_period_seconds > 0.0
+            && d.learning_period_seconds <= MAX_LEARNING_SECONDS)
+        {
+            bad(
+                "detection.learning_period_seconds",
+                format!(
+                    "{} is not a number of seconds in (0, {MAX_LEARNING_SECONDS}]",
+                    d.learning_period_seconds
+                ),
+            );
+        }
+        if !(d.alert_flush_interval_seconds.is_finite()
+            && d.alert_flush_interval_seconds > 0.0
+            && d.alert_flush_interval_seconds <= MAX_SECONDS)
+        {
+            bad(
+                "detection.alert_flush_interval_seconds",
+                format!(
+                    "{} is not a number of seconds in (0, 604800]",
+                    d.alert_flush_interval_seconds
+                ),
+            );
+        }
+        if d.alert_flush_events == 0 || d.alert_flush_events > 100_000_000 {
+            bad(
+                "detection.alert_flush_events",
+                "must be between 1 and 100000000".into(),
+            );
+        }
+        if d.queue_batches == 0 || d.queue_batches > 100_000 {
+            bad(
+                "detection.queue_batches",
+                "must be between 1 and 100000".into(),
+            );
+        }
         let clash = |m: &MetricsSection| m.listen == i.listen && m.listen.port() != 0;
         if self.metrics.as_ref().is_some_and(clash) {
             bad("metrics.listen", "must differ from intake.listen".into());
@@ -446,6 +533,22 @@ mod tests {
         .unwrap();
         assert_eq!(c.metrics.unwrap().listen.port(), 9200);
         let typo = format!("{MINIMAL}\n[metrics]\nport = 1\n");
+        assert!(CollectorConfig::parse(&typo).is_err());
+    }
+
+    #[test]
+    fn detection_defaults_and_bad_values_are_reported() {
+        let c = CollectorConfig::parse(MINIMAL).unwrap();
+        assert_eq!(c.detection.learning_period_seconds, 86_400.0);
+        let text = format!(
+            "{MINIMAL}\n[detection]\nlearning_period_seconds = 0\nalert_flush_events = 0\n"
+        );
+        let c = CollectorConfig::parse(&text).unwrap();
+        let err = c.validate(Path::new("c.toml")).unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"detection.learning_period_seconds"), "{err}");
+        assert!(keys.contains(&"detection.alert_flush_events"), "{err}");
+        let typo = format!("{MINIMAL}\n[detection]\nlearning_days = 1\n");
         assert!(CollectorConfig::parse(&typo).is_err());
     }
 

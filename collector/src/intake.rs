@@ -39,6 +39,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{CollectorConfig, TlsFiles, seconds};
+use crate::detection::DetectionQueue;
 use crate::metrics::CollectorMetrics;
 use crate::stats::{self, IntakeStats, IntakeStatsSnapshot, RefusalReason};
 use crate::store::sqlite::SqliteStore;
@@ -85,7 +86,9 @@ struct Limits {
 struct Intake {
     /// Agent id (lowercase) → site.
     sites: BTreeMap<String, String>,
-    store: StoreHandle,
+    store: Arc<StoreHandle>,
+    /// Stored batches go on to online detection through this queue (never waited on).
+    detection: DetectionQueue,
     stats: Arc<IntakeStats>,
     limits: Limits,
     requests: Arc<Semaphore>,
@@ -136,6 +139,8 @@ pub struct Collector {
     shutdown: watch::Sender<bool>,
     server: Option<JoinHandle<()>>,
     retention: Option<JoinHandle<()>>,
+    /// Online detection (`detection.rs`).
+    detection: Option<JoinHandle<()>>,
     /// The `/metrics` endpoint, when `[metrics]` is configured: its address and task.
     metrics_addr: Option<SocketAddr>,
     metrics: Option<JoinHandle<()>>,
@@ -204,9 +209,26 @@ impl Collector {
                 Some((listener, addr, Arc::new(metrics)))
             }
         };
+        let store = Arc::new(StoreHandle::spawn(store, capacity)?);
+        let detection = crate::detection::start(
+            &config.detection,
+            Arc::clone(&store),
+            Arc::clone(&stats),
+            sites.values().cloned(),
+        )
+        .await;
+        let (detection, detection_task) = match detection {
+            Ok(started) => started,
+            Err(e) => {
+                // Nothing else holds the store yet: close it before failing the start.
+                let _ = tokio::task::spawn_blocking(move || store.close()).await;
+                return Err(e.into());
+            }
+        };
         let intake = Arc::new(Intake {
             sites,
-            store: StoreHandle::spawn(store, capacity)?,
+            store,
+            detection,
             stats,
             limits,
             requests: Arc::new(Semaphore::new(
@@ -255,6 +277,7 @@ impl Collector {
             shutdown,
             server: Some(server),
             retention,
+            detection: Some(detection_task),
             metrics_addr,
             metrics,
         })
@@ -292,6 +315,11 @@ impl Collector {
         {
             task.await.map_err(|e| IntakeError::Task(e.to_string()))?;
         }
+        // No batch comes any more: detection sees what is queued, stores its last alerts.
+        self.intake.detection.close();
+        if let Some(task) = self.detection.take() {
+            task.await.map_err(|e| IntakeError::Task(e.to_string()))?;
+        }
         let snapshot = self.intake.stats.snapshot();
         // Every connection task has ended: what was queued is stored, then the store closes.
         let intake = Arc::clone(&self.intake);
@@ -310,6 +338,7 @@ impl Drop for Collector {
             self.server.take(),
             self.retention.take(),
             self.metrics.take(),
+            self.detection.take(),
         ]
         .into_iter()
         .flatten()
@@ -861,8 +890,10 @@ async fn receive(
         received_unix_ms: unix_ms(),
         events,
     };
-    match intake.store.store_batch(batch).await {
-        Ok(Stored::New { out_of_order }) => {
+    match intake.store.store_batch_returning(batch).await {
+        Ok((Stored::New { out_of_order }, batch)) => {
+            // Durable: acknowledged now, detected later (the queue never holds this up).
+            intake.detection.submit(site, batch.events);
             stats::add(&intake.stats.batches_stored, 1);
             stats::add(&intake.stats.events_stored, n_events);
             if let Some(s) = site_stats {
@@ -875,7 +906,7 @@ async fn receive(
             }
             Ok((sequence, false))
         }
-        Ok(Stored::Duplicate) => {
+        Ok((Stored::Duplicate, _)) => {
             stats::add(&intake.stats.batches_duplicate, 1);
             if let Some(s) = site_stats {
                 s.seen(unix_ms());

@@ -1,9 +1,11 @@
 //! `mamori-collector` as a library: the batch intake server (`intake`), its configuration,
-//! its counters and their Prometheus export (`metrics`), and the storage behind it (`store`). The binary's `serve` and `check-config`
+//! its counters and their Prometheus export (`metrics`), online detection per site
+//! (`detection`), and the storage behind it (`store`). The binary's `serve` and `check-config`
 //! subcommands are thin calls into [`serve`]. How it fits together: `docs/collector.md`.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod detection;
 pub mod intake;
 pub mod metrics;
 pub mod serve;

@@ -30,6 +30,10 @@ pub mod names {
     pub const AGENT_LAST_SEEN_TIMESTAMP_SECONDS: &str = "mamori_agent_last_seen_timestamp_seconds";
     pub const STORAGE_BYTES: &str = "mamori_storage_bytes";
     pub const COLLECTOR_BUILD_INFO: &str = "mamori_collector_build_info";
+    pub const ALERTS_TOTAL: &str = "mamori_alerts_total";
+    pub const LEARNING: &str = "mamori_learning";
+    pub const BASELINES_STORED_TOTAL: &str = "mamori_baselines_stored_total";
+    pub const DETECTION_BATCHES_SKIPPED_TOTAL: &str = "mamori_detection_batches_skipped_total";
 }
 
 /// The registry and the metrics it holds.
@@ -46,6 +50,10 @@ pub struct CollectorMetrics {
     events_expired: IntCounterVec,
     last_seen: GaugeVec,
     storage_bytes: IntGauge,
+    alerts: IntCounterVec,
+    learning: IntGaugeVec,
+    baselines_stored: IntCounterVec,
+    detection_skipped: IntCounterVec,
     stats: Arc<IntakeStats>,
     /// The SQLite file (its `-wal` beside it), if the store is one.
     sqlite_path: Option<PathBuf>,
@@ -106,7 +114,34 @@ impl CollectorMetrics {
             &["site"],
         )?;
         r.register(Box::new(last_seen.clone()))?;
+        let learning = IntGaugeVec::new(
+            Opts::new(
+                LEARNING,
+                "Online detection: 1 while the site learns its baseline, 0 once it detects.",
+            ),
+            &["site"],
+        )?;
+        r.register(Box::new(learning.clone()))?;
         Ok(CollectorMetrics {
+            alerts: counter(
+                &r,
+                ALERTS_TOTAL,
+                "Alerts stored by online detection, by detector and severity.",
+                &["detector", "severity"],
+            )?,
+            learning,
+            baselines_stored: counter(
+                &r,
+                BASELINES_STORED_TOTAL,
+                "Baselines stored (a site finished learning).",
+                &[],
+            )?,
+            detection_skipped: counter(
+                &r,
+                DETECTION_BATCHES_SKIPPED_TOTAL,
+                "Stored batches not seen by online detection because its queue was full.",
+                &[],
+            )?,
             events_ingested: counter(
                 &r,
                 EVENTS_INGESTED_TOTAL,
@@ -169,6 +204,9 @@ impl CollectorMetrics {
             for (t, n) in EVENT_TYPES.iter().zip(st.events_stored_total) {
                 set_total(&self.events_ingested, &[t, site], n);
             }
+            self.learning
+                .with_label_values(&[site])
+                .set(i64::from(st.learning));
             if st.last_seen_unix_ms > 0 {
                 self.last_seen
                     .with_label_values(&[site])
@@ -189,6 +227,20 @@ impl CollectorMetrics {
         set_gauge(&self.connections_open, s.connections_open);
         set_total(&self.received_bytes, &[], s.received_bytes_total);
         set_total(&self.events_expired, &[], s.events_expired_total);
+        for ((detector, severity), n) in self.stats.alerts() {
+            set_total(&self.alerts, &[detector, severity], n);
+        }
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        set_total(
+            &self.baselines_stored,
+            &[],
+            load(&self.stats.baselines_stored),
+        );
+        set_total(
+            &self.detection_skipped,
+            &[],
+            load(&self.stats.detection_batches_skipped),
+        );
         if let Some(path) = &self.sqlite_path {
             let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
             let mut wal = path.clone().into_os_string();

@@ -4,7 +4,8 @@
 //! bounded by the configuration, never by what a client sends.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use mamori_models::Event;
 
@@ -28,9 +29,21 @@ pub struct SiteStats {
     /// When a batch from one of the site's agents was last acknowledged (new or duplicate),
     /// Unix milliseconds; 0: never.
     last_seen_unix_ms: AtomicU64,
+    /// Online detection: the site is learning its baseline (no baseline yet).
+    learning: AtomicBool,
 }
 
 impl SiteStats {
+    /// Records whether the site is learning (`true`) or detecting.
+    pub fn set_learning(&self, learning: bool) {
+        self.learning.store(learning, Ordering::Relaxed);
+    }
+
+    /// Whether the site is learning (`true`) or detecting.
+    pub fn learning(&self) -> bool {
+        self.learning.load(Ordering::Relaxed)
+    }
+
     /// Counts the new events of a stored batch, by type (indexed like [`EVENT_TYPES`]).
     pub fn add_events(&self, by_type: &[u64; 3]) {
         for (c, n) in self.events.iter().zip(by_type) {
@@ -47,6 +60,7 @@ impl SiteStats {
         SiteStatsSnapshot {
             events_stored_total: self.events.each_ref().map(|c| c.load(Ordering::Relaxed)),
             last_seen_unix_ms: self.last_seen_unix_ms.load(Ordering::Relaxed),
+            learning: self.learning(),
         }
     }
 }
@@ -58,6 +72,8 @@ pub struct SiteStatsSnapshot {
     pub events_stored_total: [u64; 3],
     /// Last batch acknowledged to one of the site's agents, Unix ms; 0: never.
     pub last_seen_unix_ms: u64,
+    /// Online detection: learning its baseline (`true`) or detecting.
+    pub learning: bool,
 }
 
 /// Why a connection or a request was refused: a small, fixed set (a metric label).
@@ -156,6 +172,14 @@ pub struct IntakeStats {
     refused: [AtomicU64; 13],
     /// Per site of the allowlist (empty with [`Default`]).
     sites: BTreeMap<String, SiteStats>,
+    /// Online detection: stored batches not handed to detection because its queue was full
+    /// (their events are in the database, unseen by the detectors).
+    pub detection_batches_skipped: AtomicU64,
+    /// Online detection: baselines stored (a site finished learning).
+    pub baselines_stored: AtomicU64,
+    /// Online detection: alerts stored, by (detector, severity); both label sets are small
+    /// fixed enums, so this map is bounded.
+    alerts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 impl IntakeStats {
@@ -173,6 +197,18 @@ impl IntakeStats {
     /// The counters of `site`, if it is one of the configured sites.
     pub fn site(&self, site: &str) -> Option<&SiteStats> {
         self.sites.get(site)
+    }
+
+    /// Counts `n` alerts stored of `detector` at `severity`.
+    pub fn add_alerts(&self, detector: &'static str, severity: &'static str, n: u64) {
+        let mut alerts = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
+        *alerts.entry((detector, severity)).or_default() += n;
+    }
+
+    /// Alerts stored so far, by (detector, severity).
+    pub fn alerts(&self) -> Vec<((&'static str, &'static str), u64)> {
+        let alerts = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
+        alerts.iter().map(|(k, v)| (*k, *v)).collect()
     }
 
     pub fn refuse(&self, reason: RefusalReason) {

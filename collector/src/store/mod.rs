@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use mamori_models::Event;
+use mamori_models::detect::Alert;
 use tokio::sync::oneshot;
 
 /// Everything that can go wrong in storage.
@@ -70,6 +71,21 @@ pub trait Store: Send + 'static {
     /// how many. Batch records stay (they are the deduplication memory).
     fn expire_events(&mut self, cutoff_unix_us: i64, limit: u32) -> Result<u64, StoreError>;
 
+    /// Stores a site's baseline (the JSON of `mamori_models::detect::Baseline`), learned now.
+    fn store_baseline(
+        &mut self,
+        site: &str,
+        created_unix_ms: u64,
+        format_version: u32,
+        json: &str,
+    ) -> Result<(), StoreError>;
+
+    /// The latest baseline of every site that has one: (site, JSON).
+    fn latest_baselines(&mut self) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Stores a site's alerts in one transaction.
+    fn store_alerts(&mut self, site: &str, alerts: &[Alert]) -> Result<(), StoreError>;
+
     /// The schema version the store is at.
     fn schema_version(&mut self) -> Result<u32, StoreError>;
 
@@ -77,12 +93,21 @@ pub trait Store: Send + 'static {
     fn close(self: Box<Self>) -> Result<(), StoreError>;
 }
 
+/// The reply to a stored batch: what storing did, and the batch back (for detection).
+type StoreReply = (Result<Stored, StoreError>, Box<IncomingBatch>);
+
 enum Command {
-    Store(
-        Box<IncomingBatch>,
-        oneshot::Sender<Result<Stored, StoreError>>,
-    ),
+    Store(Box<IncomingBatch>, oneshot::Sender<StoreReply>),
     Expire(i64, u32, oneshot::Sender<Result<u64, StoreError>>),
+    Baseline {
+        site: String,
+        created_unix_ms: u64,
+        format_version: u32,
+        json: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Baselines(oneshot::Sender<Result<Vec<(String, String)>, StoreError>>),
+    Alerts(String, Vec<Alert>, oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// A [`Store`] running on its own thread behind a queue of `capacity` commands: the async
@@ -106,7 +131,28 @@ impl StoreHandle {
                 while let Ok(cmd) = rx.recv() {
                     match cmd {
                         Command::Store(batch, reply) => {
-                            let _ = reply.send(store.store_batch(&batch));
+                            let stored = store.store_batch(&batch);
+                            let _ = reply.send((stored, batch));
+                        }
+                        Command::Baseline {
+                            site,
+                            created_unix_ms,
+                            format_version,
+                            json,
+                            reply,
+                        } => {
+                            let _ = reply.send(store.store_baseline(
+                                &site,
+                                created_unix_ms,
+                                format_version,
+                                &json,
+                            ));
+                        }
+                        Command::Baselines(reply) => {
+                            let _ = reply.send(store.latest_baselines());
+                        }
+                        Command::Alerts(site, alerts, reply) => {
+                            let _ = reply.send(store.store_alerts(&site, &alerts));
                         }
                         Command::Expire(cutoff, limit, reply) => {
                             let _ = reply.send(store.expire_events(cutoff, limit));
@@ -135,8 +181,51 @@ impl StoreHandle {
 
     /// Stores a batch (see [`Store::store_batch`]); [`StoreError::Busy`] when the queue is full.
     pub async fn store_batch(&self, batch: IncomingBatch) -> Result<Stored, StoreError> {
+        self.store_batch_returning(batch).await.map(|(s, _)| s)
+    }
+
+    /// [`StoreHandle::store_batch`], giving the batch back once stored (so its events can go
+    /// on to detection without a copy).
+    pub async fn store_batch_returning(
+        &self,
+        batch: IncomingBatch,
+    ) -> Result<(Stored, Box<IncomingBatch>), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.submit(Command::Store(Box::new(batch), reply))?;
+        let (stored, batch) = answer.await.map_err(|_| StoreError::Closed)?;
+        Ok((stored?, batch))
+    }
+
+    /// Stores a baseline (see [`Store::store_baseline`]).
+    pub async fn store_baseline(
+        &self,
+        site: &str,
+        created_unix_ms: u64,
+        format_version: u32,
+        json: String,
+    ) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Command::Baseline {
+            site: site.to_owned(),
+            created_unix_ms,
+            format_version,
+            json,
+            reply,
+        })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The latest baseline per site (see [`Store::latest_baselines`]).
+    pub async fn latest_baselines(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Command::Baselines(reply))?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stores alerts (see [`Store::store_alerts`]).
+    pub async fn store_alerts(&self, site: &str, alerts: Vec<Alert>) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Command::Alerts(site.to_owned(), alerts, reply))?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use mamori_models::detect::Alert;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{IncomingBatch, Store, StoreError, Stored};
@@ -299,6 +300,66 @@ impl Store for SqliteStore {
             params![cutoff_unix_us, limit],
         )?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn store_baseline(
+        &mut self,
+        site: &str,
+        created_unix_ms: u64,
+        format_version: u32,
+        json: &str,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO baselines (site, created_unix_ms, format_version, json)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                site,
+                to_i64(created_unix_ms, "created_unix_ms")?,
+                format_version,
+                json
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn latest_baselines(&mut self) -> Result<Vec<(String, String)>, StoreError> {
+        // The newest per site; the highest id breaks a tie on the millisecond.
+        let mut stmt = self.conn.prepare(
+            "SELECT b.site, b.json FROM baselines b
+             WHERE b.id = (SELECT id FROM baselines WHERE site = b.site
+                           ORDER BY created_unix_ms DESC, id DESC LIMIT 1)
+             ORDER BY b.site",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn store_alerts(&mut self, site: &str, alerts: &[Alert]) -> Result<(), StoreError> {
+        let rows = alerts
+            .iter()
+            .map(|a| {
+                Ok((
+                    a.ts.as_micros(),
+                    a.detector.as_str(),
+                    a.severity.as_str(),
+                    serde_json::to_string(a)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO alerts (site, ts_us, detector, severity, json)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (ts, detector, severity, json) in &rows {
+                stmt.execute(params![site, ts, detector, severity, json])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn schema_version(&mut self) -> Result<u32, StoreError> {
