@@ -148,7 +148,10 @@ pub fn run(config: AgentConfig) -> Result<()> {
     if let Some(l) = metrics_listener {
         runtime.spawn(crate::metrics::serve(
             l,
-            Arc::clone(&metrics),
+            {
+                let m = Arc::clone(&metrics);
+                Arc::new(move || m.render())
+            },
             stop_rx.clone(),
         ));
     }

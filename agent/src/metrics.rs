@@ -48,7 +48,8 @@ pub struct AgentMetrics {
     sources: Sources,
 }
 
-fn counter(
+/// Registers a counter vector (the agent and the collector register theirs alike).
+pub fn counter(
     r: &Registry,
     name: &str,
     help: &str,
@@ -59,14 +60,15 @@ fn counter(
     Ok(c)
 }
 
-fn gauge(r: &Registry, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
+/// Registers a gauge.
+pub fn gauge(r: &Registry, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
     let g = IntGauge::new(name, help)?;
     r.register(Box::new(g.clone()))?;
     Ok(g)
 }
 
 /// Raises a counter to a total read from elsewhere (counters only go up).
-fn set_total(c: &IntCounterVec, labels: &[&str], total: u64) {
+pub fn set_total(c: &IntCounterVec, labels: &[&str], total: u64) {
     let m = c.with_label_values(labels);
     let cur = m.get();
     if total > cur {
@@ -74,7 +76,8 @@ fn set_total(c: &IntCounterVec, labels: &[&str], total: u64) {
     }
 }
 
-fn set_gauge(g: &IntGauge, v: u64) {
+/// Sets a gauge from an unsigned reading.
+pub fn set_gauge(g: &IntGauge, v: u64) {
     g.set(i64::try_from(v).unwrap_or(i64::MAX));
 }
 
@@ -285,30 +288,53 @@ impl AgentMetrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `stop` turns true.
+/// A scrape that takes longer than this is cut (a stuck client holds nothing for long).
+const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Scrapes served at once; more wait in the listen backlog.
+const MAX_SCRAPE_CONNECTIONS: usize = 16;
+
+/// Serves `GET /metrics` (the text `render` returns, built off the async threads) on `listener`
+/// until `stop` turns true or its sender goes away; open scrapes are then cut. Used by the
+/// agent and the collector.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    metrics: Arc<AgentMetrics>,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use http_body_util::Full;
     use hyper::body::Bytes;
     use hyper::{Request, Response, StatusCode};
+    let stopped = async move {
+        while !*stop.borrow_and_update() {
+            if stop.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::pin!(stopped);
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
         let conn = tokio::select! {
-            c = listener.accept() => c,
-            _ = stop.changed() => return,
+            c = listener.accept(), if tasks.len() < MAX_SCRAPE_CONNECTIONS => c,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            () = &mut stopped => break,
         };
-        let Ok((stream, _)) = conn else { continue };
-        let metrics = Arc::clone(&metrics);
-        tokio::spawn(async move {
+        let Ok((stream, _)) = conn else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        let render = Arc::clone(&render);
+        tasks.spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let metrics = Arc::clone(&metrics);
+                let render = Arc::clone(&render);
                 async move {
                     let resp = if req.uri().path() == "/metrics" {
+                        let body = tokio::task::spawn_blocking(move || render())
+                            .await
+                            .unwrap_or_default();
                         Response::builder()
                             .header("content-type", "text/plain; version=0.0.4")
-                            .body(Full::new(Bytes::from(metrics.render())))
+                            .body(Full::new(Bytes::from(body)))
                     } else {
                         Response::builder()
                             .status(StatusCode::NOT_FOUND)
@@ -319,7 +345,9 @@ pub async fn serve(
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
+            let _ = tokio::time::timeout(SCRAPE_TIMEOUT, conn).await;
         });
     }
+    drop(listener);
+    tasks.shutdown().await;
 }

@@ -262,9 +262,9 @@ impl Collector {
             None => (None, None),
             Some((listener, addr, metrics)) => {
                 tracing::info!(%addr, "metrics endpoint listening (GET /metrics)");
-                let task = tokio::spawn(crate::metrics::serve(
+                let task = tokio::spawn(mamori_agent::metrics::serve(
                     listener,
-                    metrics,
+                    Arc::new(move || metrics.render()),
                     shutdown.subscribe(),
                 ));
                 (Some(addr), Some(task))

@@ -6,14 +6,10 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use prometheus::{
     Encoder, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use crate::stats::{EVENT_TYPES, IntakeStats, RefusalReason};
 
@@ -59,35 +55,7 @@ pub struct CollectorMetrics {
     sqlite_path: Option<PathBuf>,
 }
 
-fn counter(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<IntCounterVec, prometheus::Error> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(c.clone()))?;
-    Ok(c)
-}
-
-fn gauge(r: &Registry, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
-    let g = IntGauge::new(name, help)?;
-    r.register(Box::new(g.clone()))?;
-    Ok(g)
-}
-
-/// Raises a counter to a total read from elsewhere (counters only go up).
-fn set_total(c: &IntCounterVec, labels: &[&str], total: u64) {
-    let m = c.with_label_values(labels);
-    let cur = m.get();
-    if total > cur {
-        m.inc_by(total - cur);
-    }
-}
-
-fn set_gauge(g: &IntGauge, v: u64) {
-    g.set(i64::try_from(v).unwrap_or(i64::MAX));
-}
+use mamori_agent::metrics::{counter, gauge, set_gauge, set_total};
 
 impl CollectorMetrics {
     /// Metrics read from `stats`; `sqlite_path` for `mamori_storage_bytes`.
@@ -259,60 +227,6 @@ impl CollectorMetrics {
         }
         String::from_utf8(buf).unwrap_or_default()
     }
-}
-
-/// A scrape that takes longer than this is cut (a stuck client holds nothing for long).
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Scrapes served at once; more wait in the listen backlog.
-const MAX_SCRAPE_CONNECTIONS: usize = 16;
-
-/// Serves `GET /metrics` on `listener` until shutdown is signalled; open scrapes are then cut.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    metrics: Arc<CollectorMetrics>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    use http_body_util::Full;
-    use hyper::body::Bytes;
-    use hyper::{Request, Response, StatusCode};
-    let mut tasks = JoinSet::new();
-    loop {
-        let conn = tokio::select! {
-            c = listener.accept(), if tasks.len() < MAX_SCRAPE_CONNECTIONS => c,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-            _ = crate::intake::stopped(&mut shutdown) => break,
-        };
-        let Ok((stream, _)) = conn else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let metrics = Arc::clone(&metrics);
-        tasks.spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let metrics = Arc::clone(&metrics);
-                async move {
-                    let resp = if req.uri().path() == "/metrics" {
-                        let body = tokio::task::spawn_blocking(move || metrics.render())
-                            .await
-                            .unwrap_or_default();
-                        Response::builder()
-                            .header("content-type", "text/plain; version=0.0.4")
-                            .body(Full::new(Bytes::from(body)))
-                    } else {
-                        Response::builder()
-                            .status(StatusCode::NOT_FOUND)
-                            .body(Full::new(Bytes::from_static(b"not found\n")))
-                    };
-                    resp.map_err(std::io::Error::other)
-                }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
-            let _ = tokio::time::timeout(SCRAPE_TIMEOUT, conn).await;
-        });
-    }
-    drop(listener);
-    tasks.shutdown().await;
 }
 
 #[cfg(test)]
