@@ -5,72 +5,28 @@
 //! once from the stored baseline.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
+use common::{Pki, SERVER_NAME, value, wait_until};
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use mamori_agent::ship::{Shipper, ShipperConfig};
 use mamori_collector::{Collector, CollectorConfig};
 use mamori_models::Event;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
 
-const SERVER_NAME: &str = "collector.test";
 const AGENT: &str = "agent-1.plant.test";
 const SITE: &str = "plant-a";
 /// The HMI that polls the PLC during learning.
 const HMI: &str = "10.0.0.10";
 const PLC: &str = "10.0.0.2";
 
-struct Pki {
-    dir: tempfile::TempDir,
-    ca_cert: rcgen::Certificate,
-    ca_key: KeyPair,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(DnType::CommonName, "Mamori test CA");
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_cert = p.self_signed(&ca_key).unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
-        Pki {
-            dir,
-            ca_cert,
-            ca_key,
-        }
-    }
-
-    fn ca_file(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    /// Writes a certificate for `name` and its key; returns (cert, key) paths.
-    fn files(&self, name: &str, usage: ExtendedKeyUsagePurpose) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.extended_key_usages = vec![usage];
-        let cert = p.signed_by(&key, &self.ca_cert, &self.ca_key).unwrap();
-        let cert_path = self.dir.path().join(format!("{name}.pem"));
-        let key_path = self.dir.path().join(format!("{name}.key"));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (cert_path, key_path)
-    }
-}
-
 /// A collector learning for 60 s of event time, flushing alerts every 100 ms of wall time.
 fn collector_config(pki: &Pki, db: &Path) -> CollectorConfig {
-    let (cert, key) = pki.files(SERVER_NAME, ExtendedKeyUsagePurpose::ServerAuth);
+    let (cert, key) = pki.server();
     let text = format!(
         r#"
 [intake]
@@ -107,7 +63,7 @@ alert_flush_interval_seconds = 0.1
 }
 
 fn agent_config(pki: &Pki, addr: SocketAddr, spool: &Path) -> ShipperConfig {
-    let (cert, key) = pki.files(AGENT, ExtendedKeyUsagePurpose::ClientAuth);
+    let (cert, key) = pki.agent(AGENT);
     let mut c = ShipperConfig::new(
         AGENT,
         addr.to_string(),
@@ -204,12 +160,6 @@ fn scrape(addr: SocketAddr) -> String {
     raw
 }
 
-/// The value of `series` (name and labels exactly as exposed), if present.
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// The sum of every `mamori_alerts_total` series.
 fn alerts_total(text: &str) -> f64 {
     text.lines()
@@ -218,17 +168,9 @@ fn alerts_total(text: &str) -> f64 {
         .sum()
 }
 
-async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learns_then_alerts_on_a_rogue_write_and_resumes_detection_after_a_restart() {
-    let pki = Pki::new();
+    let pki = Pki::new("main");
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("collector.db");
     let config = collector_config(&pki, &db);

@@ -4,9 +4,13 @@
 //! refused with the right status, counted by reason, and does not hold up a good agent.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
+use common::{Pki, SERVER_NAME, event, wait_until};
+
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,15 +19,10 @@ use std::time::{Duration, Instant};
 use mamori_agent::ship::{Shipper, ShipperConfig};
 use mamori_collector::{Collector, CollectorConfig, RefusalReason, SqliteStore};
 use mamori_models::Event;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const SERVER_NAME: &str = "collector.test";
 const AGENT_1: &str = "agent-1.plant.test";
 const AGENT_2: &str = "agent-2.plant.test";
 const AGENT_3: &str = "agent-3.plant.test";
@@ -31,85 +30,9 @@ const AGENT_3: &str = "agent-3.plant.test";
 // ---------------------------------------------------------------------------------------
 // Certificates
 
-struct Pki {
-    dir: tempfile::TempDir,
-    ca_cert: rcgen::Certificate,
-    ca_key: KeyPair,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(DnType::CommonName, format!("Mamori test CA {name}"));
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_cert = p.self_signed(&ca_key).unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
-        Pki {
-            dir,
-            ca_cert,
-            ca_key,
-        }
-    }
-
-    fn ca_file(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    /// Writes a certificate for `name` and its key; returns (cert, key) paths.
-    fn files(&self, name: &str, usage: ExtendedKeyUsagePurpose) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.extended_key_usages = vec![usage];
-        let cert = p.signed_by(&key, &self.ca_cert, &self.ca_key).unwrap();
-        let cert_path = self.dir.path().join(format!("{name}.pem"));
-        let key_path = self.dir.path().join(format!("{name}.key"));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (cert_path, key_path)
-    }
-
-    fn agent(&self, name: &str) -> (PathBuf, PathBuf) {
-        self.files(name, ExtendedKeyUsagePurpose::ClientAuth)
-    }
-
-    /// A raw TLS client presenting `agent`'s certificate (or none).
-    fn client(&self, agent: Option<&str>) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from(self.ca_cert.der().to_vec()))
-            .unwrap();
-        let b = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-        let config = match agent {
-            None => b.with_no_client_auth(),
-            Some(name) => {
-                let key = KeyPair::generate().unwrap();
-                let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
-                p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-                let cert = p.signed_by(&key, &self.ca_cert, &self.ca_key).unwrap();
-                b.with_client_auth_cert(
-                    vec![cert.der().clone()],
-                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-                )
-                .unwrap()
-            }
-        };
-        Arc::new(config)
-    }
-}
-
 /// The collector's certificate, signed by the agents' CA for brevity (the agents trust it).
 fn collector_toml(pki: &Pki, listen: SocketAddr, db: &Path, extra_intake: &str) -> String {
-    let (cert, key) = pki.files(SERVER_NAME, ExtendedKeyUsagePurpose::ServerAuth);
+    let (cert, key) = pki.server();
     format!(
         r#"
 [intake]
@@ -176,17 +99,6 @@ fn agent_config(pki: &Pki, agent: &str, addr: SocketAddr, spool: &Path) -> Shipp
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-fn event(id: u64) -> Event {
-    serde_json::from_value(serde_json::json!({
-        "type": "flow", "ts": "2024-01-01T00:00:00.000000Z",
-        "end_ts": "2024-01-01T00:00:01.000000Z", "transport": "tcp",
-        "src_ip": "10.0.0.1", "src_port": 40000, "dst_ip": "10.0.0.2", "dst_port": 502,
-        "service": "modbus", "orig_pkts": id, "orig_bytes": 0, "resp_pkts": 0,
-        "resp_bytes": 0, "state": "SF", "reason": "closed"
-    }))
-    .unwrap()
-}
-
 fn event_id(e: &Event) -> u64 {
     match e {
         Event::Flow(f) => f.orig_pkts,
@@ -205,14 +117,6 @@ fn stored(db: &Path, agent: &str) -> (Vec<u64>, Vec<String>) {
     let mut sites: Vec<String> = rows.into_iter().map(|r| r.site).collect();
     sites.dedup();
     (ids, sites)
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

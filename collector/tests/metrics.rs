@@ -5,24 +5,22 @@
 //! the reason printed, when the binary is absent, unless `MAMORI_REQUIRE_PROMETHEUS=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
+use common::{Pki, SERVER_NAME, event, value};
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mamori_agent::ship::{Shipper, ShipperConfig};
 use mamori_collector::{Collector, CollectorConfig, RefusalReason};
-use mamori_models::Event;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const SERVER_NAME: &str = "collector.test";
 const AGENT_1: &str = "agent-1.plant.test";
 const AGENT_2: &str = "agent-2.plant.test";
 const AGENT_3: &str = "agent-3.plant.test";
@@ -30,75 +28,8 @@ const AGENT_3: &str = "agent-3.plant.test";
 // ---------------------------------------------------------------------------------------
 // Certificates and configuration (as in intake_server.rs)
 
-struct Pki {
-    dir: tempfile::TempDir,
-    ca_cert: rcgen::Certificate,
-    ca_key: KeyPair,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(DnType::CommonName, "Mamori test CA");
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_cert = p.self_signed(&ca_key).unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
-        Pki {
-            dir,
-            ca_cert,
-            ca_key,
-        }
-    }
-
-    fn ca_file(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    /// Writes a certificate for `name` and its key; returns (cert, key) paths.
-    fn files(&self, name: &str, usage: ExtendedKeyUsagePurpose) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.extended_key_usages = vec![usage];
-        let cert = p.signed_by(&key, &self.ca_cert, &self.ca_key).unwrap();
-        let cert_path = self.dir.path().join(format!("{name}.pem"));
-        let key_path = self.dir.path().join(format!("{name}.key"));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (cert_path, key_path)
-    }
-
-    /// A raw TLS client presenting a certificate for `name`.
-    fn client(&self, name: &str) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from(self.ca_cert.der().to_vec()))
-            .unwrap();
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let cert = p.signed_by(&key, &self.ca_cert, &self.ca_key).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            vec![cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .unwrap();
-        Arc::new(config)
-    }
-}
-
 fn collector_config(pki: &Pki, db: &Path) -> CollectorConfig {
-    let (cert, key) = pki.files(SERVER_NAME, ExtendedKeyUsagePurpose::ServerAuth);
+    let (cert, key) = pki.server();
     let text = format!(
         r#"
 [intake]
@@ -139,7 +70,7 @@ listen = "127.0.0.1:0"
 }
 
 fn agent_config(pki: &Pki, agent: &str, addr: SocketAddr, spool: &Path) -> ShipperConfig {
-    let (cert, key) = pki.files(agent, ExtendedKeyUsagePurpose::ClientAuth);
+    let (cert, key) = pki.agent(agent);
     let mut c = ShipperConfig::new(
         agent,
         addr.to_string(),
@@ -156,17 +87,6 @@ fn agent_config(pki: &Pki, agent: &str, addr: SocketAddr, spool: &Path) -> Shipp
     c.connect_timeout_seconds = 2.0;
     c.request_timeout_seconds = 2.0;
     c
-}
-
-fn event(id: u64) -> Event {
-    serde_json::from_value(serde_json::json!({
-        "type": "flow", "ts": "2024-01-01T00:00:00.000000Z",
-        "end_ts": "2024-01-01T00:00:01.000000Z", "transport": "tcp",
-        "src_ip": "10.0.0.1", "src_port": 40000, "dst_ip": "10.0.0.2", "dst_port": 502,
-        "service": "modbus", "orig_pkts": id, "orig_bytes": 0, "resp_pkts": 0,
-        "resp_bytes": 0, "state": "SF", "reason": "closed"
-    }))
-    .unwrap()
 }
 
 /// A gzip JSON Lines body of flow events `ids`.
@@ -245,12 +165,6 @@ async fn scrape(addr: SocketAddr) -> String {
     body
 }
 
-/// The value of the series `series` (name and labels exactly as exposed), if present.
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// Sends 25 events from agent 1 (plant-a), 10 from agent 2 (plant-b) through real shippers,
 /// a batch and its duplicate from agent 3 (plant-b), and one plain-TCP connection that is
 /// not TLS. Returns the running collector and the number of new batches it stored.
@@ -273,7 +187,7 @@ async fn collector_with_traffic(pki: &Pki, db: &Path) -> (Collector, u64) {
     assert_eq!(r1.batches_duplicate_total + r2.batches_duplicate_total, 0);
     let batches = r1.batches_acked_total + r2.batches_acked_total + 1;
 
-    let agent3 = pki.client(AGENT_3);
+    let agent3 = pki.client(Some(AGENT_3));
     let body = batch_body(0..4);
     assert_eq!(
         post_batch(agent3.clone(), addr, AGENT_3, 1, &body).await,
@@ -299,7 +213,7 @@ async fn collector_with_traffic(pki: &Pki, db: &Path) -> (Collector, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_endpoint_reports_ingested_events_batches_refusals_and_storage() {
-    let pki = Pki::new();
+    let pki = Pki::new("main");
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("collector.db");
     let started = std::time::SystemTime::now()
@@ -431,7 +345,7 @@ async fn a_real_prometheus_scrapes_the_collector() {
         eprintln!("SKIPPED: no `prometheus` binary (apt install prometheus to run this test)");
         return;
     };
-    let pki = Pki::new();
+    let pki = Pki::new("main");
     let dir = tempfile::tempdir().unwrap();
     let (collector, _) = collector_with_traffic(&pki, &dir.path().join("collector.db")).await;
     let target = collector.metrics_addr().unwrap();

@@ -1,0 +1,130 @@
+//! What the collector's integration tests share: a test PKI (rcgen), flow events numbered by
+//! an id, polling until a condition holds, and reading a series from `/metrics` text.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mamori_models::Event;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+pub const SERVER_NAME: &str = "collector.test";
+
+/// A CA and the certificates it signs, as PEM files in a temporary folder.
+pub struct Pki {
+    dir: tempfile::TempDir,
+    ca_cert: rcgen::Certificate,
+    ca_key: KeyPair,
+}
+
+impl Pki {
+    pub fn new(name: &str) -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(DnType::CommonName, format!("Mamori test CA {name}"));
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_cert = p.self_signed(&ca_key).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
+        Pki {
+            dir,
+            ca_cert,
+            ca_key,
+        }
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// Writes a certificate for `name` and its key; returns (cert, key) paths.
+    pub fn files(&self, name: &str, usage: ExtendedKeyUsagePurpose) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![usage];
+        let cert = p.signed_by(&key, &self.ca_cert, &self.ca_key).unwrap();
+        let cert_path = self.dir.path().join(format!("{name}.pem"));
+        let key_path = self.dir.path().join(format!("{name}.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
+    /// The collector's certificate (signed by this CA, which the agents trust).
+    pub fn server(&self) -> (PathBuf, PathBuf) {
+        self.files(SERVER_NAME, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    pub fn agent(&self, name: &str) -> (PathBuf, PathBuf) {
+        self.files(name, ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    /// A raw TLS client presenting a certificate for `agent` (or none).
+    pub fn client(&self, agent: Option<&str>) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(self.ca_cert.der().to_vec()))
+            .unwrap();
+        let b = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        let config = match agent {
+            None => b.with_no_client_auth(),
+            Some(name) => {
+                let key = KeyPair::generate().unwrap();
+                let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+                p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+                let cert = p.signed_by(&key, &self.ca_cert, &self.ca_key).unwrap();
+                b.with_client_auth_cert(
+                    vec![cert.der().clone()],
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+                )
+                .unwrap()
+            }
+        };
+        Arc::new(config)
+    }
+}
+
+/// A flow event that carries `id` in `orig_pkts`.
+pub fn event(id: u64) -> Event {
+    serde_json::from_value(serde_json::json!({
+        "type": "flow", "ts": "2024-01-01T00:00:00.000000Z",
+        "end_ts": "2024-01-01T00:00:01.000000Z", "transport": "tcp",
+        "src_ip": "10.0.0.1", "src_port": 40000, "dst_ip": "10.0.0.2", "dst_port": 502,
+        "service": "modbus", "orig_pkts": id, "orig_bytes": 0, "resp_pkts": 0,
+        "resp_bytes": 0, "state": "SF", "reason": "closed"
+    }))
+    .unwrap()
+}
+
+/// Polls `cond` until it holds, failing the test after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The value of `series` (name and labels exactly as exposed) in `/metrics` text, if present.
+pub fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
