@@ -15,6 +15,13 @@ use mamori_models::{Event, Timestamp};
 use mamori_tests::pcapgen::PcapWriter;
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/modbus");
+/// Two malicious frames less than this apart belong to the same attack episode. The labels
+/// are per frame, and benign frames interleave with an attack's own (the HMI keeps polling
+/// while the attacker works), so runs of consecutive malicious frames split one attack into
+/// hundreds of pieces; an alert raised between two of its frames 0.1 s apart is inside the
+/// attack, not a false alert. One second is ten times the testbed's polling step.
+const EPISODE_GAP_MICROS: i64 = 1_000_000;
+
 const CAPTURES: [&str; 3] = [
     "characterization_modbus_6RTU_with_operate",
     "CnC_uploading_exe_modbus_6RTU_with_operate",
@@ -26,8 +33,11 @@ struct Capture {
     pcap: PathBuf,
     /// Only the frames labelled normal.
     normal_pcap: PathBuf,
-    /// Runs of consecutive malicious frames: (first, last) frame times.
+    /// Attack episodes: malicious frames closer than [`EPISODE_GAP_MICROS`] to each other
+    /// merged into one (first, last) time span.
     spans: Vec<(Timestamp, Timestamp)>,
+    /// Runs of consecutive malicious frames before merging (for the report).
+    runs: usize,
 }
 
 fn dir() -> Option<PathBuf> {
@@ -55,15 +65,20 @@ fn load(d: &Path, name: &'static str, tmp: &Path) -> Capture {
     let mut spans: Vec<(Timestamp, Timestamp)> = Vec::new();
     let mut frame = 0usize;
     let mut in_span = false;
+    let mut runs = 0usize;
     read_capture_file(&pcap, |pkt| {
         frame += 1;
         let w = writer.get_or_insert_with(|| PcapWriter::new(pkt.link_type.0 as u32));
         let malicious = labels.get(&frame).copied().unwrap_or(false);
         if malicious {
-            if in_span {
-                spans.last_mut().unwrap().1 = pkt.ts;
-            } else {
-                spans.push((pkt.ts, pkt.ts));
+            if !in_span {
+                runs += 1;
+            }
+            match spans.last_mut() {
+                Some(last) if pkt.ts.as_micros() - last.1.as_micros() < EPISODE_GAP_MICROS => {
+                    last.1 = pkt.ts
+                }
+                _ => spans.push((pkt.ts, pkt.ts)),
             }
         } else {
             w.packet(pkt.ts.as_micros(), pkt.data);
@@ -79,6 +94,7 @@ fn load(d: &Path, name: &'static str, tmp: &Path) -> Capture {
         pcap,
         normal_pcap,
         spans,
+        runs,
     }
 }
 
@@ -96,9 +112,9 @@ fn lemay_attacks_are_caught_from_baselines_of_the_other_captures() {
     let caps: Vec<Capture> = CAPTURES.iter().map(|n| load(&d, n, tmp.path())).collect();
 
     println!(
-        "| capture | caught | time to first alert | alerts in spans | false alerts outside spans |"
+        "| capture | malicious runs / episodes | caught | time to first alert | alerts in episodes | false alerts outside |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     let mut failures = Vec::new();
     for target in &caps {
         let learn_paths: Vec<PathBuf> = caps
@@ -129,8 +145,10 @@ fn lemay_attacks_are_caught_from_baselines_of_the_other_captures() {
             })
             .unwrap_or_else(|| "-".into());
         println!(
-            "| {} | {} | {delay} | {} | {} |",
+            "| {} | {} / {} | {} | {delay} | {} | {} |",
             target.name,
+            target.runs,
+            target.spans.len(),
             if hits.is_empty() { "NO" } else { "yes" },
             hits.len(),
             false_alerts.len()
@@ -156,11 +174,7 @@ fn lemay_attacks_are_caught_from_baselines_of_the_other_captures() {
         if hits.is_empty() {
             failures.push(format!("{}: attack not caught", target.name));
         }
-        // Known and named in the report: the characterization capture has one SMB session
-        // (labelled normal) between two known hosts that no other capture's normal frames
-        // contain; an allowlist cannot tell it from lateral movement. Anything beyond that is a
-        // regression.
-        if false_alerts.len() > 1 {
+        if !false_alerts.is_empty() {
             failures.push(format!(
                 "{}: {} false alerts",
                 target.name,
