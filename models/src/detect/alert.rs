@@ -1,7 +1,7 @@
 //! The alert contract (one JSON object per line, `type: "alert"`) and the alert book that
 //! aggregates repeats of the same kind on the same subject into one alert with a count.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -133,13 +133,20 @@ pub(crate) fn round_score(s: f64) -> f64 {
     }
 }
 
-/// Collects alerts and folds repeats. Bounded: beyond `max_alerts` distinct alerts, new ones are
-/// counted in `dropped` and lost.
+/// Collects alerts and folds repeats. Bounded: beyond `max_alerts` distinct alerts held, new
+/// ones are counted in `dropped` and lost. Offline, everything is taken at the end
+/// ([`AlertBook::into_sorted`]); online, [`AlertBook::drain`] hands out what is new or has
+/// grown since the last drain and lets go of alerts whose aggregation window has closed, so
+/// the book holds only alerts that can still grow.
 #[derive(Debug)]
 pub(crate) struct AlertBook {
-    alerts: Vec<Alert>,
-    /// (kind, subject) → index of the alert still open for aggregation.
-    open: BTreeMap<(&'static str, String), usize>,
+    /// Alerts held, by raise order (the order ties keep).
+    alerts: BTreeMap<u64, Alert>,
+    /// (kind, subject) → the alert still open for aggregation.
+    open: BTreeMap<(&'static str, String), u64>,
+    /// Alerts new or grown since the last drain.
+    changed: BTreeSet<u64>,
+    next: u64,
     window_us: i64,
     max_alerts: usize,
     pub dropped: u64,
@@ -148,8 +155,10 @@ pub(crate) struct AlertBook {
 impl AlertBook {
     pub fn new(window_us: i64, max_alerts: usize) -> Self {
         AlertBook {
-            alerts: Vec::new(),
+            alerts: BTreeMap::new(),
             open: BTreeMap::new(),
+            changed: BTreeSet::new(),
+            next: 0,
             window_us,
             max_alerts,
             dropped: 0,
@@ -158,7 +167,8 @@ impl AlertBook {
 
     pub fn raise(&mut self, r: Raise) {
         let key = (r.kind, r.subject);
-        if let Some(a) = self.open.get(&key).and_then(|&i| self.alerts.get_mut(i))
+        if let Some(&id) = self.open.get(&key)
+            && let Some(a) = self.alerts.get_mut(&id)
             && r.ts.as_micros().saturating_sub(a.last_ts.as_micros()) <= self.window_us
         {
             a.count += 1;
@@ -168,34 +178,59 @@ impl AlertBook {
                 a.summary = r.summary;
             }
             a.score = a.score.max(round_score(r.score));
+            self.changed.insert(id);
             return;
         }
         if self.alerts.len() >= self.max_alerts {
             self.dropped += 1;
             return;
         }
+        let id = self.next;
+        self.next += 1;
         let (kind, subject) = key;
-        self.open.insert((kind, subject.clone()), self.alerts.len());
-        self.alerts.push(Alert {
-            ts: r.ts,
-            last_ts: r.ts,
-            count: 1,
-            detector: r.detector,
-            kind: kind.to_owned(),
-            severity: r.severity,
-            summary: r.summary,
-            src_ip: r.src_ip,
-            dst_ip: r.dst_ip,
-            asset: r.asset,
-            subject,
-            score: round_score(r.score),
-            evidence: r.evidence,
-        });
+        self.open.insert((kind, subject.clone()), id);
+        self.changed.insert(id);
+        self.alerts.insert(
+            id,
+            Alert {
+                ts: r.ts,
+                last_ts: r.ts,
+                count: 1,
+                detector: r.detector,
+                kind: kind.to_owned(),
+                severity: r.severity,
+                summary: r.summary,
+                src_ip: r.src_ip,
+                dst_ip: r.dst_ip,
+                asset: r.asset,
+                subject,
+                score: round_score(r.score),
+                evidence: r.evidence,
+            },
+        );
     }
 
-    /// Every alert, in order of first occurrence (ties in raise order).
+    /// The alerts new or grown since the last drain (copies, in order of first occurrence),
+    /// then forgets the alerts that can no longer grow: those whose last occurrence is more
+    /// than the aggregation window before `now` (event time). A later repeat of a forgotten
+    /// alert starts a new one, as it would offline.
+    pub fn drain(&mut self, now: Timestamp) -> Vec<Alert> {
+        let mut out: Vec<Alert> = std::mem::take(&mut self.changed)
+            .into_iter()
+            .filter_map(|id| self.alerts.get(&id).cloned())
+            .collect();
+        out.sort_by_key(|a| a.ts);
+        let window_us = self.window_us;
+        let closed = |a: &Alert| now.as_micros().saturating_sub(a.last_ts.as_micros()) > window_us;
+        self.alerts.retain(|_, a| !closed(a));
+        let alerts = &self.alerts;
+        self.open.retain(|_, id| alerts.contains_key(id));
+        out
+    }
+
+    /// Every alert held, in order of first occurrence (ties in raise order).
     pub fn into_sorted(self) -> Vec<Alert> {
-        let mut alerts = self.alerts;
+        let mut alerts: Vec<Alert> = self.alerts.into_values().collect();
         // Stable: equal timestamps keep the order they were raised in, which is deterministic.
         alerts.sort_by_key(|a| a.ts);
         alerts

@@ -511,6 +511,22 @@ impl Detector {
         notes
     }
 
+    /// Online detection: the alerts at or above the minimum severity that are new, or have
+    /// grown (count, last occurrence, severity), since the last call, in order of first
+    /// occurrence. An alert keeps its identity (`detector`, `kind`, `subject`, `ts`) while it
+    /// grows, so a consumer can update what it stored. Alerts whose aggregation window has
+    /// closed by the latest event time are let go, so a long-running detector stays bounded;
+    /// [`Detector::finish`] then returns only the alerts still held.
+    pub fn drain(&mut self) -> Vec<Alert> {
+        let Some(now) = self.last_ts else {
+            return Vec::new();
+        };
+        let min = self.config.min_severity;
+        let mut alerts = self.book.drain(now);
+        alerts.retain(|a| a.severity >= min);
+        alerts
+    }
+
     /// Ends detection: raises what became due by the last event's time, and returns the
     /// alerts at or above the minimum severity, in order of first occurrence.
     pub fn finish(mut self) -> (Vec<Alert>, DetectSummary) {
