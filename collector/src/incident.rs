@@ -121,8 +121,12 @@ pub struct Incident {
     pub alert_count: u64,
     /// The detectors that contributed (`allowlist`, `cycle`...), sorted.
     pub detectors: BTreeSet<String>,
-    /// Every asset its alerts name (source and destination devices), sorted.
+    /// Every address its alerts name (source and destination devices), sorted.
     pub assets: BTreeSet<String>,
+    /// The sources that acted: hosts behind novelty and protocol findings (a scanner, a
+    /// rogue writer). Further findings from them join this incident.
+    #[serde(default)]
+    pub actors: BTreeSet<String>,
     /// Exercise traffic (a drill): routed apart, never a real incident.
     #[serde(default)]
     pub exercise: bool,

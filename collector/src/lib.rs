@@ -7,7 +7,9 @@
 pub mod config;
 pub mod detection;
 pub mod incident;
+pub mod incidents;
 pub mod intake;
+pub mod inventory;
 pub mod metrics;
 pub mod serve;
 pub mod stats;

@@ -14,6 +14,8 @@ use mamori_models::Event;
 use mamori_models::detect::Alert;
 use tokio::sync::oneshot;
 
+use crate::incident::{Asset, Incident, IncidentStatus, StoredAlert};
+
 /// Everything that can go wrong in storage.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -89,12 +91,84 @@ pub trait Store: Send + 'static {
     /// The schema version the store is at.
     fn schema_version(&mut self) -> Result<u32, StoreError>;
 
+    /// Starts a transaction: the calls up to [`Store::commit`] are stored together or not at
+    /// all (a crash in between leaves none of them).
+    fn begin(&mut self) -> Result<(), StoreError>;
+
+    /// Ends the transaction begun by [`Store::begin`], durably.
+    fn commit(&mut self) -> Result<(), StoreError>;
+
+    /// Abandons the transaction begun by [`Store::begin`].
+    fn rollback(&mut self) -> Result<(), StoreError>;
+
+    /// Stores an alert from online detection, or updates the stored one with the same
+    /// identity (site, detector, kind, subject, first occurrence) as it grows.
+    fn upsert_alert(
+        &mut self,
+        site: &str,
+        alert: &Alert,
+        received_unix_ms: u64,
+    ) -> Result<AlertUpsert, StoreError>;
+
+    /// Files an alert under an incident.
+    fn attach_alert(&mut self, alert_id: i64, incident_id: i64) -> Result<(), StoreError>;
+
+    /// Stores an incident: inserted when `id` is 0 (the new id is returned), else replaced.
+    fn save_incident(&mut self, incident: &Incident) -> Result<i64, StoreError>;
+
+    /// One incident.
+    fn incident(&mut self, id: i64) -> Result<Option<Incident>, StoreError>;
+
+    /// Incidents, newest first.
+    fn incidents(&mut self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError>;
+
+    /// Stored alerts, newest first.
+    fn alerts(&mut self, query: &AlertQuery) -> Result<Vec<StoredAlert>, StoreError>;
+
+    /// Stores an inventory entry, replacing the one of the same (site, ip).
+    fn save_asset(&mut self, asset: &Asset) -> Result<(), StoreError>;
+
+    /// The inventory of one site, or of every site; by site then address.
+    fn assets(&mut self, site: Option<&str>) -> Result<Vec<Asset>, StoreError>;
+
     /// Flushes and closes (SQLite: checkpoints the WAL).
     fn close(self: Box<Self>) -> Result<(), StoreError>;
 }
 
+/// What [`Store::upsert_alert`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlertUpsert {
+    pub id: i64,
+    /// The incident it is filed under, when it was stored before and filed.
+    pub incident_id: Option<i64>,
+    /// First time this alert is stored.
+    pub new: bool,
+}
+
+/// Which incidents to list.
+#[derive(Clone, Debug, Default)]
+pub struct IncidentQuery {
+    pub site: Option<String>,
+    /// Any of these (empty: all).
+    pub statuses: Vec<IncidentStatus>,
+    /// At most this many (0: a default of 100).
+    pub limit: u32,
+}
+
+/// Which alerts to list.
+#[derive(Clone, Debug, Default)]
+pub struct AlertQuery {
+    pub site: Option<String>,
+    pub incident_id: Option<i64>,
+    /// At most this many (0: a default of 100).
+    pub limit: u32,
+}
+
 /// The reply to a stored batch: what storing did, and the batch back (for detection).
 type StoreReply = (Result<Stored, StoreError>, Box<IncomingBatch>);
+
+/// Work sent to the storage thread.
+type Work = Box<dyn FnOnce(&mut dyn Store) + Send>;
 
 enum Command {
     Store(Box<IncomingBatch>, oneshot::Sender<StoreReply>),
@@ -108,6 +182,8 @@ enum Command {
     },
     Baselines(oneshot::Sender<Result<Vec<(String, String)>, StoreError>>),
     Alerts(String, Vec<Alert>, oneshot::Sender<Result<(), StoreError>>),
+    /// Any work on the store (it replies through its own channel).
+    Call(Work),
 }
 
 /// A [`Store`] running on its own thread behind a queue of `capacity` commands: the async
@@ -157,6 +233,7 @@ impl StoreHandle {
                         Command::Expire(cutoff, limit, reply) => {
                             let _ = reply.send(store.expire_events(cutoff, limit));
                         }
+                        Command::Call(work) => work(store.as_mut()),
                     }
                 }
                 store.close()
@@ -236,6 +313,21 @@ impl StoreHandle {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Runs `work` on the storage thread, after what is queued before it. Several calls that
+    /// must be stored together go in one `work` between [`Store::begin`] and
+    /// [`Store::commit`] (see [`transaction`]).
+    pub async fn call<R, F>(&self, work: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Store) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Command::Call(Box::new(move |store: &mut dyn Store| {
+            let _ = reply.send(work(store));
+        })))?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// Closes the queue, lets the thread finish what was queued, and closes the store.
     /// Blocks: call it from a blocking context (or `spawn_blocking`).
     /// Idempotent; later submissions get [`StoreError::Closed`].
@@ -245,6 +337,27 @@ impl StoreHandle {
         match thread {
             Some(t) => t.join().map_err(|_| StoreError::Closed)?,
             None => Ok(()),
+        }
+    }
+}
+
+/// Runs `work` in one transaction of `store`: committed when it returns `Ok`, rolled back
+/// otherwise.
+pub fn transaction<R>(
+    store: &mut dyn Store,
+    work: impl FnOnce(&mut dyn Store) -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    store.begin()?;
+    match work(store) {
+        Ok(r) => {
+            store.commit()?;
+            Ok(r)
+        }
+        Err(e) => {
+            if let Err(again) = store.rollback() {
+                tracing::error!(error = %again, "rollback failed");
+            }
+            Err(e)
         }
     }
 }

@@ -7,7 +7,8 @@ use std::path::Path;
 use mamori_models::detect::Alert;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{IncomingBatch, Store, StoreError, Stored};
+use super::{AlertQuery, AlertUpsert, IncidentQuery, IncomingBatch, Store, StoreError, Stored};
+use crate::incident::{Asset, Incident, StoredAlert};
 
 /// One schema change: its version (1, 2, ... with no gaps), what it is for, its SQL.
 #[derive(Debug)]
@@ -88,6 +89,20 @@ pub const MIGRATIONS: &[Migration] = &[
                 json             TEXT    NOT NULL,
                 UNIQUE (site, address)
             );
+        ",
+    },
+    Migration {
+        version: 3,
+        description: "alert identity for online updates; incidents by state",
+        sql: "
+            ALTER TABLE alerts ADD COLUMN kind TEXT NOT NULL DEFAULT '';
+            ALTER TABLE alerts ADD COLUMN subject TEXT NOT NULL DEFAULT '';
+            ALTER TABLE alerts ADD COLUMN received_unix_ms INTEGER NOT NULL DEFAULT 0;
+            UPDATE alerts SET kind = coalesce(json_extract(json, '$.kind'), ''),
+                              subject = coalesce(json_extract(json, '$.subject'), '');
+            CREATE INDEX alerts_identity ON alerts (site, detector, kind, subject, ts_us);
+            CREATE INDEX alerts_incident ON alerts (incident_id);
+            CREATE INDEX incidents_state ON incidents (state, site);
         ",
     },
 ];
@@ -360,6 +375,214 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    fn begin(&mut self) -> Result<(), StoreError> {
+        Ok(self.conn.execute_batch("BEGIN IMMEDIATE")?)
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        Ok(self.conn.execute_batch("COMMIT")?)
+    }
+
+    fn rollback(&mut self) -> Result<(), StoreError> {
+        Ok(self.conn.execute_batch("ROLLBACK")?)
+    }
+
+    fn upsert_alert(
+        &mut self,
+        site: &str,
+        alert: &Alert,
+        received_unix_ms: u64,
+    ) -> Result<AlertUpsert, StoreError> {
+        let json = serde_json::to_string(alert)?;
+        let ts = alert.ts.as_micros();
+        let detector = alert.detector.as_str();
+        let found: Option<(i64, Option<i64>)> = self
+            .conn
+            .prepare_cached(
+                "SELECT id, incident_id FROM alerts
+                 WHERE site = ?1 AND detector = ?2 AND kind = ?3 AND subject = ?4 AND ts_us = ?5
+                 ORDER BY id LIMIT 1",
+            )?
+            .query_row(
+                params![site, detector, alert.kind, alert.subject, ts],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((id, incident_id)) = found {
+            self.conn
+                .prepare_cached("UPDATE alerts SET severity = ?2, json = ?3 WHERE id = ?1")?
+                .execute(params![id, alert.severity.as_str(), json])?;
+            return Ok(AlertUpsert {
+                id,
+                incident_id,
+                new: false,
+            });
+        }
+        self.conn
+            .prepare_cached(
+                "INSERT INTO alerts (site, ts_us, detector, severity, json, kind, subject,
+                                     received_unix_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                site,
+                ts,
+                detector,
+                alert.severity.as_str(),
+                json,
+                alert.kind,
+                alert.subject,
+                to_i64(received_unix_ms, "received_unix_ms")?
+            ])?;
+        Ok(AlertUpsert {
+            id: self.conn.last_insert_rowid(),
+            incident_id: None,
+            new: true,
+        })
+    }
+
+    fn attach_alert(&mut self, alert_id: i64, incident_id: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("UPDATE alerts SET incident_id = ?2 WHERE id = ?1")?
+            .execute(params![alert_id, incident_id])?;
+        Ok(())
+    }
+
+    fn save_incident(&mut self, incident: &Incident) -> Result<i64, StoreError> {
+        let json = serde_json::to_string(incident)?;
+        let closed = incident.resolved_unix_ms.map(|ms| ms as i64 * 1000);
+        if incident.id == 0 {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO incidents (site, opened_ts_us, closed_ts_us, state, json)
+                     VALUES (?1, ?2, ?3, ?4, '{}')",
+                )?
+                .execute(params![
+                    incident.site,
+                    incident.first_seen.as_micros(),
+                    closed,
+                    incident.status.as_str()
+                ])?;
+            let id = self.conn.last_insert_rowid();
+            let mut with_id = incident.clone();
+            with_id.id = id;
+            self.conn
+                .prepare_cached("UPDATE incidents SET json = ?2 WHERE id = ?1")?
+                .execute(params![id, serde_json::to_string(&with_id)?])?;
+            return Ok(id);
+        }
+        self.conn
+            .prepare_cached(
+                "UPDATE incidents SET site = ?2, opened_ts_us = ?3, closed_ts_us = ?4,
+                                      state = ?5, json = ?6
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                incident.id,
+                incident.site,
+                incident.first_seen.as_micros(),
+                closed,
+                incident.status.as_str(),
+                json
+            ])?;
+        Ok(incident.id)
+    }
+
+    fn incident(&mut self, id: i64) -> Result<Option<Incident>, StoreError> {
+        let json: Option<String> = self
+            .conn
+            .prepare_cached("SELECT json FROM incidents WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        Ok(json.map(|j| serde_json::from_str(&j)).transpose()?)
+    }
+
+    fn incidents(&mut self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
+        let limit = if query.limit == 0 { 100 } else { query.limit };
+        let statuses: Vec<&str> = query.statuses.iter().map(|s| s.as_str()).collect();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT json, state FROM incidents
+             WHERE (?1 IS NULL OR site = ?1)
+             ORDER BY id DESC",
+        )?;
+        let mut rows = stmt.query(params![query.site])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            if out.len() >= limit as usize {
+                break;
+            }
+            let state: String = row.get(1)?;
+            if !statuses.is_empty() && !statuses.contains(&state.as_str()) {
+                continue;
+            }
+            let json: String = row.get(0)?;
+            out.push(serde_json::from_str(&json)?);
+        }
+        Ok(out)
+    }
+
+    fn alerts(&mut self, query: &AlertQuery) -> Result<Vec<StoredAlert>, StoreError> {
+        let limit = if query.limit == 0 { 100 } else { query.limit };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, site, incident_id, received_unix_ms, json FROM alerts
+             WHERE (?1 IS NULL OR site = ?1) AND (?2 IS NULL OR incident_id = ?2)
+             ORDER BY ts_us DESC, id DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![query.site, query.incident_id, limit], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, site, incident_id, received, json) = row?;
+            out.push(StoredAlert {
+                id,
+                site,
+                incident_id,
+                received_unix_ms: u64::try_from(received).unwrap_or(0),
+                alert: serde_json::from_str(&json)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn save_asset(&mut self, asset: &Asset) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO assets (site, address, first_seen_ts_us, last_seen_ts_us, json)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (site, address) DO UPDATE SET
+                    first_seen_ts_us = excluded.first_seen_ts_us,
+                    last_seen_ts_us = excluded.last_seen_ts_us,
+                    json = excluded.json",
+            )?
+            .execute(params![
+                asset.site,
+                asset.ip.to_string(),
+                asset.first_seen.as_micros(),
+                asset.last_seen.as_micros(),
+                serde_json::to_string(asset)?
+            ])?;
+        Ok(())
+    }
+
+    fn assets(&mut self, site: Option<&str>) -> Result<Vec<Asset>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT json FROM assets WHERE (?1 IS NULL OR site = ?1) ORDER BY site, address",
+        )?;
+        let rows = stmt.query_map(params![site], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for json in rows {
+            out.push(serde_json::from_str(&json?)?);
+        }
+        Ok(out)
     }
 
     fn schema_version(&mut self) -> Result<u32, StoreError> {

@@ -54,6 +54,8 @@ pub enum DetectorName {
     Syslog,
     /// Per-window traffic features of a channel or host ([`super::window`]).
     TrafficWindow,
+    /// The asset inventory (kept by the collector): a device's identity changed.
+    Inventory,
 }
 
 impl DetectorName {
@@ -65,6 +67,7 @@ impl DetectorName {
             DetectorName::Protocol => "protocol",
             DetectorName::Syslog => "syslog",
             DetectorName::TrafficWindow => "traffic_window",
+            DetectorName::Inventory => "inventory",
         }
     }
 }
