@@ -44,12 +44,17 @@ pub struct DetectionSection {
     /// detection (counted; its events stay in the database) and the intake is never held up.
     #[serde(default = "default_detection_queue_batches")]
     pub queue_batches: u32,
-    /// Alerts of a detecting site are collected and stored at least this often (wall time).
-    #[serde(default = "default_alert_flush_interval_seconds")]
-    pub alert_flush_interval_seconds: f64,
-    /// ... and at least every this many events of the site, whichever comes first.
-    #[serde(default = "default_alert_flush_events")]
-    pub alert_flush_events: u64,
+    /// An alert joins an open incident about the same device or actor when it comes within
+    /// this much event time of the incident's latest alert. Default 30 minutes.
+    #[serde(default = "default_incident_window_seconds")]
+    pub incident_window_seconds: f64,
+    /// Hosts tracked in the inventory per site; beyond, new hosts are counted, not tracked.
+    #[serde(default = "default_max_assets_per_site")]
+    pub max_assets_per_site: u32,
+    /// The inventory's changes (last seen times, new roles) are stored this often (wall
+    /// time). An identity change is an alert and is stored with it at once.
+    #[serde(default = "default_inventory_store_interval_seconds")]
+    pub inventory_store_interval_seconds: f64,
 }
 
 impl Default for DetectionSection {
@@ -57,8 +62,9 @@ impl Default for DetectionSection {
         DetectionSection {
             learning_period_seconds: default_learning_period_seconds(),
             queue_batches: default_detection_queue_batches(),
-            alert_flush_interval_seconds: default_alert_flush_interval_seconds(),
-            alert_flush_events: default_alert_flush_events(),
+            incident_window_seconds: default_incident_window_seconds(),
+            max_assets_per_site: default_max_assets_per_site(),
+            inventory_store_interval_seconds: default_inventory_store_interval_seconds(),
         }
     }
 }
@@ -69,11 +75,14 @@ fn default_learning_period_seconds() -> f64 {
 fn default_detection_queue_batches() -> u32 {
     64
 }
-fn default_alert_flush_interval_seconds() -> f64 {
-    60.0
+fn default_incident_window_seconds() -> f64 {
+    1800.0
 }
-fn default_alert_flush_events() -> u64 {
-    100_000
+fn default_max_assets_per_site() -> u32 {
+    10_000
+}
+fn default_inventory_store_interval_seconds() -> f64 {
+    5.0
 }
 
 /// Upper bound on the learning period: a year.
@@ -378,22 +387,27 @@ impl CollectorConfig {
                 ),
             );
         }
-        if !(d.alert_flush_interval_seconds.is_finite()
-            && d.alert_flush_interval_seconds > 0.0
-            && d.alert_flush_interval_seconds <= MAX_SECONDS)
-        {
-            bad(
-                "detection.alert_flush_interval_seconds",
-                format!(
-                    "{} is not a number of seconds in (0, 604800]",
-                    d.alert_flush_interval_seconds
-                ),
-            );
+        for (key, v) in [
+            (
+                "detection.incident_window_seconds",
+                d.incident_window_seconds,
+            ),
+            (
+                "detection.inventory_store_interval_seconds",
+                d.inventory_store_interval_seconds,
+            ),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= MAX_SECONDS) {
+                bad(
+                    key,
+                    format!("{v} is not a number of seconds in (0, 604800]"),
+                );
+            }
         }
-        if d.alert_flush_events == 0 || d.alert_flush_events > 100_000_000 {
+        if d.max_assets_per_site == 0 || d.max_assets_per_site > 1_000_000 {
             bad(
-                "detection.alert_flush_events",
-                "must be between 1 and 100000000".into(),
+                "detection.max_assets_per_site",
+                "must be between 1 and 1000000".into(),
             );
         }
         if d.queue_batches == 0 || d.queue_batches > 100_000 {
@@ -541,13 +555,13 @@ mod tests {
         let c = CollectorConfig::parse(MINIMAL).unwrap();
         assert_eq!(c.detection.learning_period_seconds, 86_400.0);
         let text = format!(
-            "{MINIMAL}\n[detection]\nlearning_period_seconds = 0\nalert_flush_events = 0\n"
+            "{MINIMAL}\n[detection]\nlearning_period_seconds = 0\nmax_assets_per_site = 0\n"
         );
         let c = CollectorConfig::parse(&text).unwrap();
         let err = c.validate(Path::new("c.toml")).unwrap_err();
         let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
         assert!(keys.contains(&"detection.learning_period_seconds"), "{err}");
-        assert!(keys.contains(&"detection.alert_flush_events"), "{err}");
+        assert!(keys.contains(&"detection.max_assets_per_site"), "{err}");
         let typo = format!("{MINIMAL}\n[detection]\nlearning_days = 1\n");
         assert!(CollectorConfig::parse(&typo).is_err());
     }

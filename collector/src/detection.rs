@@ -3,37 +3,46 @@
 //! and its events stay in the database). Each site first *learns* for
 //! `[detection] learning_period_seconds` of event time from its first event, then its baseline
 //! is stored in `baselines` and it *detects*; a restarted collector loads the latest baseline
-//! of each site and detects at once. Alerts go to the `alerts` table and to
-//! `mamori_alerts_total`.
+//! of each site and detects at once. The API can switch a site either way at any time.
 //!
-//! The models' [`Detector`] returns alerts only from `finish()`, so a detecting site is
-//! *flushed* every `alert_flush_interval_seconds` (wall time) or `alert_flush_events` events:
-//! its detector is finished (alerts stored) and a new one built from the same baseline. The
-//! price: detector state (polling-cycle timing, traffic windows, the aggregation of repeats)
-//! starts afresh at each flush, so a repeat across a flush is a second alert row, and a cycle
-//! must be re-observed before it can be found missing.
+//! After every batch the detectors' new and grown alerts are drained
+//! ([`Detector::drain`]), stored by identity and filed into incidents ([`crate::incidents`])
+//! in one transaction; incident changes then go to the responders (the `on_change` hook,
+//! wired to [`crate::notify`]). The asset inventory ([`crate::inventory`]) is kept from every
+//! event, in both modes; its changes are stored every `inventory_store_interval_seconds`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mamori_models::Event;
 use mamori_models::Timestamp;
 use mamori_models::detect::{Alert, BASELINE_VERSION, Baseline, DetectConfig, Detector, Learner};
-use tokio::sync::mpsc;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::{DetectionSection, seconds};
+use crate::incident::{Asset, Criticality};
+use crate::incidents::{self, Change, Filing, Policy};
+use crate::inventory::{Inventory, asset_ip};
 use crate::stats::{self, IntakeStats};
-use crate::store::{StoreError, StoreHandle};
+use crate::store::{IncidentQuery, Store, StoreError, StoreHandle, transaction};
+use mamori_models::detect::Severity;
 
 /// A stored batch on its way to detection.
 #[derive(Debug)]
 struct DetectBatch {
     site: String,
     events: Vec<Event>,
+    /// When the intake received it (wall time, Unix ms): the start of alert latency.
+    received_unix_ms: u64,
 }
+
+/// Called with every incident change, after it is stored.
+pub type OnChange = Arc<dyn Fn(&Change) + Send + Sync>;
 
 /// The intake's side of the detection queue.
 #[derive(Debug)]
@@ -46,12 +55,13 @@ pub(crate) struct DetectionQueue {
 
 impl DetectionQueue {
     /// Hands a stored batch's events to detection without waiting.
-    pub(crate) fn submit(&self, site: &str, events: Vec<Event>) {
+    pub(crate) fn submit(&self, site: &str, events: Vec<Event>, received_unix_ms: u64) {
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(tx) = tx else { return };
         let batch = DetectBatch {
             site: site.to_owned(),
             events,
+            received_unix_ms,
         };
         if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(batch) {
             stats::add(&self.stats.detection_batches_skipped, 1);
@@ -65,24 +75,132 @@ impl DetectionQueue {
         }
     }
 
-    /// Closes the queue: the task detects what is queued, flushes and ends.
+    /// Closes the queue: the task detects what is queued, stores and ends.
     pub(crate) fn close(&self) {
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// A site's mode, as the API shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Learning,
+    Detecting,
+}
+
+/// What the API shows of a site's detection.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SiteStatus {
+    pub site: String,
+    pub mode: Mode,
+    /// Learning ends at the first event at or after this time (event time); absent until the
+    /// site's first event, or when detecting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learning_until: Option<Timestamp>,
+    /// Events learned so far (learning) or in the baseline (detecting).
+    pub learned_events: u64,
+    /// Events seen since the mode began.
+    pub events: u64,
+    /// Alerts of this site are exercise traffic until then (wall time, Unix ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exercise_until_unix_ms: Option<u64>,
+}
+
+/// A request from the API to the detection task.
+#[derive(Debug)]
+enum Control {
+    SetMode(String, Mode, oneshot::Sender<Result<SiteStatus, String>>),
+    Exercise(
+        String,
+        Option<u64>,
+        oneshot::Sender<Result<SiteStatus, String>>,
+    ),
+    Annotate {
+        site: String,
+        ip: IpAddr,
+        criticality: Option<Criticality>,
+        description: Option<String>,
+        reply: oneshot::Sender<Option<Asset>>,
+    },
+}
+
+/// The API's handle on detection: read the sites' modes, switch them, run drills, annotate
+/// assets. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct DetectionControl {
+    tx: mpsc::Sender<Control>,
+    status: Arc<Mutex<BTreeMap<String, SiteStatus>>>,
+}
+
+impl DetectionControl {
+    /// Every configured site's status.
+    pub fn status(&self) -> Vec<SiteStatus> {
+        lock(&self.status).values().cloned().collect()
+    }
+
+    /// Switches `site` to `mode`. To detecting: the baseline is what was learned so far
+    /// (an error if nothing was). To learning: a fresh baseline is learned for the learning
+    /// period from the site's next event; detection stops meanwhile.
+    pub async fn set_mode(&self, site: &str, mode: Mode) -> Result<SiteStatus, String> {
+        let (reply, answer) = oneshot::channel();
+        self.ask(Control::SetMode(site.to_owned(), mode, reply))
+            .await?;
+        answer.await.map_err(|_| "detection stopped".to_string())?
+    }
+
+    /// Marks `site`'s alerts as exercise traffic until `until_unix_ms` (None: ends it).
+    pub async fn exercise(
+        &self,
+        site: &str,
+        until_unix_ms: Option<u64>,
+    ) -> Result<SiteStatus, String> {
+        let (reply, answer) = oneshot::channel();
+        self.ask(Control::Exercise(site.to_owned(), until_unix_ms, reply))
+            .await?;
+        answer.await.map_err(|_| "detection stopped".to_string())?
+    }
+
+    /// Sets an asset's criticality and description; None when the asset is unknown.
+    pub async fn annotate(
+        &self,
+        site: &str,
+        ip: IpAddr,
+        criticality: Option<Criticality>,
+        description: Option<String>,
+    ) -> Result<Option<Asset>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.ask(Control::Annotate {
+            site: site.to_owned(),
+            ip,
+            criticality,
+            description,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| "detection stopped".to_string())
+    }
+
+    async fn ask(&self, c: Control) -> Result<(), String> {
+        self.tx
+            .send(c)
+            .await
+            .map_err(|_| "detection stopped".to_string())
     }
 }
 
 /// One site's mode.
 #[derive(Debug)]
 enum SiteState {
-    /// Learning until an event at or after `until_ts` (event time).
+    /// Learning until an event at or after `until_ts` (set at the first event).
     Learning {
         learner: Box<Learner>,
-        until_ts: Timestamp,
+        until_ts: Option<Timestamp>,
+        events: u64,
     },
-    /// Detecting; `pending` events observed since the last flush.
     Detecting {
         detector: Box<Detector>,
-        pending: u64,
+        events: u64,
     },
 }
 
@@ -91,8 +209,21 @@ enum SiteState {
 struct Output {
     /// (site, baseline JSON): sites that finished learning.
     baselines: Vec<(String, String)>,
-    /// (site, alerts).
-    alerts: Vec<(String, Vec<Alert>)>,
+    /// Sites with alerts to store and file.
+    alerts: Vec<SiteAlerts>,
+    /// Inventory entries to store.
+    assets: Vec<Asset>,
+    /// The earliest arrival of the batches behind these alerts (Unix ms).
+    received_unix_ms: Option<u64>,
+}
+
+#[derive(Debug)]
+struct SiteAlerts {
+    site: String,
+    alerts: Vec<Alert>,
+    exercise: bool,
+    /// The operator's criticality of the addresses these alerts name (non-default only).
+    criticality: BTreeMap<String, Criticality>,
 }
 
 /// Every site's state; pure computation (no I/O), run off the async threads.
@@ -100,107 +231,231 @@ struct Output {
 struct Engine {
     config: DetectConfig,
     learning_period_us: i64,
-    flush_events: u64,
     sites: BTreeMap<String, SiteState>,
+    inventory: Inventory,
+    exercise_until: BTreeMap<String, u64>,
     stats: Arc<IntakeStats>,
+    status: Arc<Mutex<BTreeMap<String, SiteStatus>>>,
 }
 
 impl Engine {
-    fn observe(&mut self, batch: DetectBatch, out: &mut Output) {
-        let DetectBatch { site, mut events } = batch;
+    fn observe(&mut self, batch: DetectBatch, now_ms: u64, out: &mut Output) {
+        let DetectBatch {
+            site,
+            mut events,
+            received_unix_ms,
+        } = batch;
         // The detectors want event-time order; stable, so equal times keep the agent's order.
         events.sort_by_key(Event::ts);
+        let mut alerts = Vec::new();
         for event in &events {
+            if let Some(a) = self.inventory.observe(&site, event) {
+                alerts.push(a);
+            }
             self.observe_one(&site, event, out);
         }
+        if let Some(SiteState::Detecting { detector, .. }) = self.sites.get_mut(&site) {
+            alerts.extend(detector.drain());
+        }
+        if !alerts.is_empty() {
+            out.received_unix_ms = Some(
+                out.received_unix_ms
+                    .map_or(received_unix_ms, |r| r.min(received_unix_ms)),
+            );
+            let criticality = alerts
+                .iter()
+                .flat_map(|a| {
+                    [a.src_ip, a.dst_ip, a.asset.as_deref().and_then(asset_ip)]
+                        .into_iter()
+                        .flatten()
+                })
+                .filter_map(|ip| {
+                    let c = self.inventory.get(&site, &ip)?.criticality;
+                    (c != Criticality::default()).then(|| (ip.to_string(), c))
+                })
+                .collect();
+            out.alerts.push(SiteAlerts {
+                exercise: self.exercising(&site, now_ms),
+                site: site.clone(),
+                alerts,
+                criticality,
+            });
+        }
+        self.publish(&site);
+    }
+
+    fn exercising(&self, site: &str, now_ms: u64) -> bool {
+        self.exercise_until.get(site).is_some_and(|&u| now_ms < u)
     }
 
     fn observe_one(&mut self, site: &str, event: &Event, out: &mut Output) {
         let ts = event.ts();
         let due = matches!(
             self.sites.get(site),
-            Some(SiteState::Learning { until_ts, .. }) if ts >= *until_ts
+            Some(SiteState::Learning { until_ts: Some(until), .. }) if ts >= *until
         );
-        if due && let Some(SiteState::Learning { learner, .. }) = self.sites.remove(site) {
-            let baseline = learner.finish();
-            match baseline.to_json() {
-                Ok(json) => out.baselines.push((site.to_owned(), json)),
-                Err(e) => tracing::error!(site, error = %e, "cannot encode the baseline"),
-            }
-            tracing::info!(
-                site,
-                events = baseline.learned.events,
-                "learning period over: baseline learned, detecting"
-            );
-            match Detector::new(baseline, self.config.clone()) {
-                Ok(d) => {
-                    self.sites.insert(
-                        site.to_owned(),
-                        SiteState::Detecting {
-                            detector: Box::new(d),
-                            pending: 0,
-                        },
-                    );
-                    if let Some(s) = self.stats.site(site) {
-                        s.set_learning(false);
-                    }
-                }
-                // Not expected (the configuration is the validated default): learn again.
-                Err(e) => tracing::error!(site, error = %e, "cannot build a detector"),
-            }
+        if due && let Err(error) = self.finish_learning(site, out) {
+            tracing::warn!(site, error, "learning goes on");
         }
+        let period = self.learning_period_us;
         let state = self
             .sites
             .entry(site.to_owned())
             .or_insert_with(|| SiteState::Learning {
                 learner: Box::new(Learner::new(self.config.clone()).with_site(site)),
-                until_ts: ts.saturating_add_micros(self.learning_period_us),
+                until_ts: None,
+                events: 0,
             });
         match state {
-            SiteState::Learning { learner, .. } => learner.observe(event),
-            SiteState::Detecting { detector, pending } => {
+            SiteState::Learning {
+                learner,
+                until_ts,
+                events,
+            } => {
+                until_ts.get_or_insert_with(|| ts.saturating_add_micros(period));
+                learner.observe(event);
+                *events += 1;
+            }
+            SiteState::Detecting { detector, events } => {
                 detector.observe(event);
-                *pending += 1;
-                if *pending >= self.flush_events {
-                    flush(site, detector, pending, &self.config, out);
+                *events += 1;
+            }
+        }
+    }
+
+    /// Ends `site`'s learning: its baseline goes to `out`, and it detects. Err when there is
+    /// nothing learned.
+    fn finish_learning(&mut self, site: &str, out: &mut Output) -> Result<(), String> {
+        let Some(SiteState::Learning {
+            learner, events, ..
+        }) = self.sites.remove(site)
+        else {
+            return Err(format!("site {site} is not learning"));
+        };
+        if events == 0 {
+            self.sites.insert(
+                site.to_owned(),
+                SiteState::Learning {
+                    learner,
+                    until_ts: None,
+                    events,
+                },
+            );
+            return Err(format!(
+                "site {site} has learned nothing yet: no events since learning began"
+            ));
+        }
+        let baseline = learner.finish();
+        match baseline.to_json() {
+            Ok(json) => out.baselines.push((site.to_owned(), json)),
+            Err(e) => tracing::error!(site, error = %e, "cannot encode the baseline"),
+        }
+        tracing::info!(
+            site,
+            events = baseline.learned.events,
+            "learning over: baseline learned, detecting"
+        );
+        let detector = Detector::new(baseline, self.config.clone()).map_err(|e| {
+            tracing::error!(site, error = %e, "cannot build a detector");
+            e.to_string()
+        })?;
+        self.sites.insert(
+            site.to_owned(),
+            SiteState::Detecting {
+                detector: Box::new(detector),
+                events: 0,
+            },
+        );
+        Ok(())
+    }
+
+    fn set_mode(&mut self, site: &str, mode: Mode, out: &mut Output) -> Result<SiteStatus, String> {
+        if !lock(&self.status).contains_key(site) {
+            return Err(format!("unknown site {site}"));
+        }
+        match (mode, self.sites.get(site)) {
+            (Mode::Detecting, Some(SiteState::Detecting { .. })) => {}
+            (Mode::Detecting, _) => self.finish_learning(site, out)?,
+            (Mode::Learning, _) => {
+                // Alerts raised so far are stored before the detector goes.
+                if let Some(SiteState::Detecting { detector, .. }) = self.sites.get_mut(site) {
+                    let alerts = detector.drain();
+                    if !alerts.is_empty() {
+                        out.alerts.push(SiteAlerts {
+                            site: site.to_owned(),
+                            alerts,
+                            exercise: false,
+                            criticality: BTreeMap::new(),
+                        });
+                    }
+                }
+                tracing::info!(site, "learning again, from the next event");
+                self.sites.insert(
+                    site.to_owned(),
+                    SiteState::Learning {
+                        learner: Box::new(Learner::new(self.config.clone()).with_site(site)),
+                        until_ts: None,
+                        events: 0,
+                    },
+                );
+            }
+        }
+        self.publish(site);
+        lock(&self.status)
+            .get(site)
+            .cloned()
+            .ok_or_else(|| format!("unknown site {site}"))
+    }
+
+    /// Copies a site's state to the shared status (for the API and the metrics).
+    fn publish(&self, site: &str) {
+        let mut status = lock(&self.status);
+        let Some(s) = status.get_mut(site) else {
+            return;
+        };
+        match self.sites.get(site) {
+            None => {}
+            Some(SiteState::Learning {
+                learner,
+                until_ts,
+                events,
+            }) => {
+                s.mode = Mode::Learning;
+                s.learning_until = *until_ts;
+                s.learned_events = learner.events();
+                s.events = *events;
+            }
+            Some(SiteState::Detecting { detector, events }) => {
+                s.mode = Mode::Detecting;
+                s.learning_until = None;
+                s.learned_events = detector.baseline().learned.events;
+                s.events = *events;
+            }
+        }
+        s.exercise_until_unix_ms = self.exercise_until.get(site).copied();
+        if let Some(st) = self.stats.site(site) {
+            st.set_learning(s.mode == Mode::Learning);
+        }
+    }
+
+    /// Drains every detecting site (at shutdown).
+    fn drain_all(&mut self, now_ms: u64, out: &mut Output) {
+        let sites: Vec<String> = self.sites.keys().cloned().collect();
+        for site in sites {
+            let exercise = self.exercising(&site, now_ms);
+            if let Some(SiteState::Detecting { detector, .. }) = self.sites.get_mut(&site) {
+                let alerts = detector.drain();
+                if !alerts.is_empty() {
+                    out.alerts.push(SiteAlerts {
+                        site,
+                        alerts,
+                        exercise,
+                        criticality: BTreeMap::new(),
+                    });
                 }
             }
         }
-    }
-
-    fn flush_all(&mut self, out: &mut Output) {
-        for (site, state) in &mut self.sites {
-            if let SiteState::Detecting { detector, pending } = state {
-                flush(site, detector, pending, &self.config, out);
-            }
-        }
-    }
-}
-
-/// Finishes `detector` (its alerts go to `out`) and replaces it with a fresh one built from
-/// the same baseline.
-fn flush(
-    site: &str,
-    detector: &mut Detector,
-    pending: &mut u64,
-    config: &DetectConfig,
-    out: &mut Output,
-) {
-    if *pending == 0 {
-        return;
-    }
-    let fresh = match Detector::new(detector.baseline().clone(), config.clone()) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(site, error = %e, "cannot rebuild the detector");
-            return;
-        }
-    };
-    let old = std::mem::replace(detector, fresh);
-    *pending = 0;
-    let (alerts, _summary) = old.finish();
-    if !alerts.is_empty() {
-        out.alerts.push((site.to_owned(), alerts));
+        out.assets.extend(self.inventory.take_changed());
     }
 }
 
@@ -211,16 +466,33 @@ fn unix_ms() -> u64 {
 }
 
 /// Starts detection: loads the latest baseline of every configured site (those sites detect
-/// at once, the others learn from their first event), then runs the task.
+/// at once, the others learn from their first event) and the inventory, then runs the task.
 pub(crate) async fn start(
     section: &DetectionSection,
     store: Arc<StoreHandle>,
     stats: Arc<IntakeStats>,
     sites: impl IntoIterator<Item = String>,
-) -> Result<(DetectionQueue, JoinHandle<()>), StoreError> {
+    on_change: Option<OnChange>,
+) -> Result<(DetectionQueue, DetectionControl, JoinHandle<()>), StoreError> {
     let config = DetectConfig::default();
     let mut states = BTreeMap::new();
     let sites: Vec<String> = sites.into_iter().collect();
+    let status: BTreeMap<String, SiteStatus> = sites
+        .iter()
+        .map(|s| {
+            (
+                s.clone(),
+                SiteStatus {
+                    site: s.clone(),
+                    mode: Mode::Learning,
+                    learning_until: None,
+                    learned_events: 0,
+                    events: 0,
+                    exercise_until_unix_ms: None,
+                },
+            )
+        })
+        .collect();
     for site in &sites {
         if let Some(s) = stats.site(site) {
             s.set_learning(true);
@@ -236,14 +508,11 @@ pub(crate) async fn start(
         match detector {
             Ok(d) => {
                 tracing::info!(site, "baseline loaded: detecting");
-                if let Some(s) = stats.site(&site) {
-                    s.set_learning(false);
-                }
                 states.insert(
                     site,
                     SiteState::Detecting {
                         detector: Box::new(d),
-                        pending: 0,
+                        events: 0,
                     },
                 );
             }
@@ -256,67 +525,148 @@ pub(crate) async fn start(
             }
         }
     }
+    let mut inventory =
+        Inventory::new(usize::try_from(section.max_assets_per_site).unwrap_or(10_000));
+    inventory.load(store.call(|s| s.assets(None)).await?);
     let engine = Engine {
         config,
         // Validated: (0, a year], so whole microseconds fit.
         learning_period_us: (section.learning_period_seconds * 1e6) as i64,
-        flush_events: section.alert_flush_events,
         sites: states,
+        inventory,
+        exercise_until: BTreeMap::new(),
         stats: Arc::clone(&stats),
+        status: Arc::new(Mutex::new(status)),
+    };
+    for site in &sites {
+        engine.publish(site);
+    }
+    let (control_tx, control_rx) = mpsc::channel(16);
+    let control = DetectionControl {
+        tx: control_tx,
+        status: Arc::clone(&engine.status),
     };
     let capacity = usize::try_from(section.queue_batches).unwrap_or(64);
     let (tx, rx) = mpsc::channel(capacity);
-    let interval = seconds(section.alert_flush_interval_seconds);
-    let task = tokio::spawn(run(engine, rx, store, interval));
+    let context = Context {
+        store,
+        stats: Arc::clone(&stats),
+        on_change,
+        policy: Policy {
+            group_window_us: (section.incident_window_seconds * 1e6) as i64,
+        },
+    };
+    let interval = seconds(section.inventory_store_interval_seconds);
+    let task = tokio::spawn(run(engine, rx, control_rx, context, interval));
     let queue = DetectionQueue {
         tx: std::sync::Mutex::new(Some(tx)),
         stats,
         warned: AtomicBool::new(false),
     };
-    Ok((queue, task))
+    Ok((queue, control, task))
 }
 
-/// Until the queue is closed and drained: detect each batch (off the async threads), flush on
-/// the timer, store what comes out; at the end, one last flush.
+/// What storing the output needs.
+struct Context {
+    store: Arc<StoreHandle>,
+    stats: Arc<IntakeStats>,
+    on_change: Option<OnChange>,
+    policy: Policy,
+}
+
+/// What a step works on.
+enum Step {
+    Batch(DetectBatch),
+    Control(Control),
+    /// Store the inventory's changes.
+    Tick,
+}
+
+/// Until the queue is closed and drained: detect each batch (off the async threads), answer
+/// the API, store the inventory on the timer, store what comes out; at the end, drain all.
 async fn run(
     mut engine: Engine,
     mut rx: mpsc::Receiver<DetectBatch>,
-    store: Arc<StoreHandle>,
+    mut control: mpsc::Receiver<Control>,
+    cx: Context,
     interval: Duration,
 ) {
     let mut timer = tokio::time::interval(interval);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     timer.tick().await;
     loop {
-        let batch = tokio::select! {
+        let step = tokio::select! {
+            biased;
+            c = control.recv(), if !control.is_closed() => match c {
+                Some(c) => Step::Control(c),
+                None => continue,
+            },
             b = rx.recv() => match b {
-                Some(b) => Some(b),
+                Some(b) => Step::Batch(b),
                 None => break,
             },
-            _ = timer.tick() => None,
+            _ = timer.tick() => Step::Tick,
         };
-        let step = tokio::task::spawn_blocking(move || {
-            let mut out = Output::default();
-            match batch {
-                Some(b) => engine.observe(b, &mut out),
-                None => engine.flush_all(&mut out),
+        let now = unix_ms();
+        let mut out = Output::default();
+        match step {
+            Step::Batch(b) => {
+                let done = tokio::task::spawn_blocking(move || {
+                    let mut out = Output::default();
+                    engine.observe(b, now, &mut out);
+                    (engine, out)
+                })
+                .await;
+                match done {
+                    Ok((e, o)) => {
+                        engine = e;
+                        out = o;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "detection step failed; detection stopped");
+                        return;
+                    }
+                }
             }
-            (engine, out)
-        })
-        .await;
-        let out;
-        (engine, out) = match step {
-            Ok(done) => done,
-            Err(e) => {
-                tracing::error!(error = %e, "detection step failed; detection stopped");
-                return;
-            }
-        };
-        persist(&store, &engine.stats, out).await;
+            Step::Tick => out.assets = engine.inventory.take_changed(),
+            Step::Control(c) => match c {
+                Control::SetMode(site, mode, reply) => {
+                    let _ = reply.send(engine.set_mode(&site, mode, &mut out));
+                }
+                Control::Exercise(site, until, reply) => {
+                    let known = lock(&engine.status).contains_key(&site);
+                    if known {
+                        match until {
+                            Some(u) => engine.exercise_until.insert(site.clone(), u),
+                            None => engine.exercise_until.remove(&site),
+                        };
+                        engine.publish(&site);
+                        tracing::info!(site, until_unix_ms = ?until, "exercise mode set");
+                    }
+                    let status = lock(&engine.status).get(&site).cloned();
+                    let _ = reply.send(status.ok_or_else(|| format!("unknown site {site}")));
+                }
+                Control::Annotate {
+                    site,
+                    ip,
+                    criticality,
+                    description,
+                    reply,
+                } => {
+                    let asset = engine
+                        .inventory
+                        .annotate(&site, ip, criticality, description);
+                    out.assets = engine.inventory.take_changed();
+                    let _ = reply.send(asset);
+                }
+            },
+        }
+        persist(&cx, out, now).await;
     }
     let mut out = Output::default();
-    engine.flush_all(&mut out);
-    persist(&store, &engine.stats, out).await;
+    let now = unix_ms();
+    engine.drain_all(now, &mut out);
+    persist(&cx, out, now).await;
 }
 
 /// How long a write waits for room in the storage queue (shared with the intake) before it
@@ -334,18 +684,32 @@ where
     loop {
         match call().await {
             Err(StoreError::Busy) if tokio::time::Instant::now() < end => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             other => return other,
         }
     }
 }
 
-async fn persist(store: &StoreHandle, stats: &IntakeStats, out: Output) {
+/// What one store transaction did.
+#[derive(Debug, Default)]
+struct Filed {
+    changes: Vec<Change>,
+    /// New alerts by (detector, severity).
+    new_alerts: BTreeMap<(&'static str, &'static str), u64>,
+    /// Open and acknowledged incidents by severity, after this step.
+    open: BTreeMap<Severity, u64>,
+    opened: u64,
+}
+
+async fn persist(cx: &Context, out: Output, now_ms: u64) {
+    let stats = &cx.stats;
     for (site, json) in out.baselines {
-        let created = unix_ms();
-        match patiently(|| store.store_baseline(&site, created, BASELINE_VERSION, json.clone()))
-            .await
+        match patiently(|| {
+            cx.store
+                .store_baseline(&site, now_ms, BASELINE_VERSION, json.clone())
+        })
+        .await
         {
             Ok(()) => stats::add(&stats.baselines_stored, 1),
             Err(e) => tracing::error!(
@@ -355,24 +719,125 @@ async fn persist(store: &StoreHandle, stats: &IntakeStats, out: Output) {
             ),
         }
     }
-    for (site, alerts) in out.alerts {
-        let mut counts: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
-        for a in &alerts {
-            *counts
-                .entry((a.detector.as_str(), a.severity.as_str()))
-                .or_default() += 1;
-        }
-        let n = alerts.len();
-        match patiently(|| store.store_alerts(&site, alerts.clone())).await {
-            Ok(()) => {
-                for ((detector, severity), k) in counts {
-                    stats.add_alerts(detector, severity, k);
-                }
-                tracing::info!(site, alerts = n, "alerts stored");
+    if out.alerts.is_empty() && out.assets.is_empty() {
+        return;
+    }
+    let n: usize = out.alerts.iter().map(|s| s.alerts.len()).sum();
+    let work = Arc::new((out.alerts, out.assets, cx.policy));
+    let filed = patiently(|| {
+        let work = Arc::clone(&work);
+        cx.store.call(move |s| {
+            transaction(s, |s| {
+                let (alerts, assets, policy) = &*work;
+                file_all(s, alerts, assets, *policy, now_ms)
+            })
+        })
+    })
+    .await;
+    match filed {
+        Ok(filed) => {
+            for ((detector, severity), k) in &filed.new_alerts {
+                stats.add_alerts(detector, severity, *k);
             }
-            Err(e) => tracing::error!(site, alerts = n, error = %e, "cannot store alerts; lost"),
+            stats.set_open_incidents(&filed.open);
+            stats::add(&stats.incidents_opened, filed.opened);
+            if let Some(received) = out.received_unix_ms {
+                stats.observe_alert_latency(unix_ms().saturating_sub(received));
+            }
+            if let Some(hook) = &cx.on_change {
+                for c in &filed.changes {
+                    hook(c);
+                }
+            }
+            for c in filed
+                .changes
+                .iter()
+                .filter(|c| c.what != incidents::ChangeKind::Updated)
+            {
+                tracing::info!(
+                    site = c.incident.site,
+                    incident = c.incident.id,
+                    severity = c.incident.severity.as_str(),
+                    change = c.what.as_str(),
+                    "{}",
+                    c.incident.title
+                );
+            }
+        }
+        Err(e) => {
+            tracing::error!(alerts = n, error = %e, "cannot store alerts and incidents; lost")
         }
     }
+}
+
+fn file_all(
+    s: &mut dyn Store,
+    alerts: &[SiteAlerts],
+    assets: &[Asset],
+    policy: Policy,
+    now_ms: u64,
+) -> Result<Filed, StoreError> {
+    let mut filed = Filed::default();
+    for a in assets {
+        s.save_asset(a)?;
+    }
+    for batch in alerts {
+        let crit = |ip: &str| batch.criticality.get(ip).copied().unwrap_or_default();
+        let at = Filing {
+            site: &batch.site,
+            exercise: batch.exercise,
+            criticality: &crit,
+            policy,
+            now_ms,
+        };
+        for alert in &batch.alerts {
+            let up = s.upsert_alert(&batch.site, alert, now_ms)?;
+            if up.new {
+                *filed
+                    .new_alerts
+                    .entry((alert.detector.as_str(), alert.severity.as_str()))
+                    .or_default() += 1;
+            }
+            if let Some(c) = incidents::file(s, &at, up, alert)? {
+                if c.what == incidents::ChangeKind::Opened {
+                    filed.opened += 1;
+                }
+                // One change per incident per step: the latest state, the strongest kind.
+                match filed
+                    .changes
+                    .iter_mut()
+                    .find(|x| x.incident.id == c.incident.id)
+                {
+                    Some(x) => {
+                        let what = if x.what == incidents::ChangeKind::Updated {
+                            c.what
+                        } else {
+                            x.what
+                        };
+                        *x = Change { what, ..c };
+                    }
+                    None => filed.changes.push(c),
+                }
+            }
+        }
+    }
+    if !alerts.is_empty() {
+        for inc in s.incidents(&IncidentQuery {
+            site: None,
+            statuses: vec![
+                crate::incident::IncidentStatus::Open,
+                crate::incident::IncidentStatus::Acknowledged,
+            ],
+            limit: u32::MAX,
+        })? {
+            *filed.open.entry(inc.severity).or_default() += 1;
+        }
+    }
+    Ok(filed)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -397,51 +862,95 @@ mod tests {
         .unwrap()
     }
 
-    fn engine(flush_events: u64) -> Engine {
+    fn engine() -> Engine {
         let stats = Arc::new(IntakeStats::with_sites(["plant".to_string()]));
-        stats.site("plant").unwrap().set_learning(true);
+        let status = BTreeMap::from([(
+            "plant".to_string(),
+            SiteStatus {
+                site: "plant".into(),
+                mode: Mode::Learning,
+                learning_until: None,
+                learned_events: 0,
+                events: 0,
+                exercise_until_unix_ms: None,
+            },
+        )]);
         Engine {
             config: DetectConfig::default(),
             learning_period_us: 10_000_000,
-            flush_events,
             sites: BTreeMap::new(),
+            inventory: Inventory::new(100),
+            exercise_until: BTreeMap::new(),
             stats,
+            status: Arc::new(Mutex::new(status)),
+        }
+    }
+
+    fn batch(events: Vec<Event>) -> DetectBatch {
+        DetectBatch {
+            site: "plant".into(),
+            events,
+            received_unix_ms: 1,
         }
     }
 
     #[test]
-    fn learning_ends_in_event_time_and_the_event_count_flushes_alerts() {
-        let mut e = engine(2);
+    fn learning_ends_in_event_time_and_alerts_come_with_the_batch() {
+        let mut e = engine();
         let mut out = Output::default();
         // Out of order within the batch: sorted first, so 9 s is still learning.
-        let batch = DetectBatch {
-            site: "plant".into(),
-            events: vec![write(9, "10.0.0.1"), write(0, "10.0.0.1")],
-        };
-        e.observe(batch, &mut out);
+        e.observe(
+            batch(vec![write(9, "10.0.0.1"), write(0, "10.0.0.1")]),
+            5,
+            &mut out,
+        );
         assert!(out.baselines.is_empty());
         assert!(e.stats.site("plant").unwrap().learning());
+        assert_eq!(e.status.lock().unwrap()["plant"].learned_events, 2);
         // 10 s after the first event: learning ends, this event is detected.
-        let batch = DetectBatch {
-            site: "plant".into(),
-            events: vec![write(10, "10.0.0.1"), write(11, "10.0.0.99")],
-        };
-        e.observe(batch, &mut out);
+        let mut out = Output::default();
+        e.observe(
+            batch(vec![write(10, "10.0.0.1"), write(11, "10.0.0.99")]),
+            5,
+            &mut out,
+        );
         assert_eq!(out.baselines.len(), 1);
         assert!(!e.stats.site("plant").unwrap().learning());
         let Baseline { learned, .. } = Baseline::from_json(&out.baselines[0].1).unwrap();
         assert_eq!(learned.events, 2);
-        // Two detected events: flushed, with the new host's alert.
+        // The new host's alert comes out with this batch, not at some later flush.
         assert_eq!(out.alerts.len(), 1);
         assert!(
             out.alerts[0]
-                .1
+                .alerts
                 .iter()
                 .any(|a| a.src_ip.map(|ip| ip.to_string()) == Some("10.0.0.99".into()))
         );
-        // Nothing pending: a timer flush has nothing to store.
-        let mut more = Output::default();
-        e.flush_all(&mut more);
-        assert!(more.alerts.is_empty());
+        assert_eq!(out.received_unix_ms, Some(1));
+        // The inventory saw both hosts.
+        assert_eq!(e.inventory.counts()["plant"], 3);
+    }
+
+    #[test]
+    fn the_api_switches_modes_and_marks_exercises() {
+        let mut e = engine();
+        let mut out = Output::default();
+        // Nothing learned yet: cannot detect.
+        assert!(e.set_mode("plant", Mode::Detecting, &mut out).is_err());
+        assert!(e.set_mode("elsewhere", Mode::Learning, &mut out).is_err());
+        e.observe(batch(vec![write(0, "10.0.0.1")]), 5, &mut out);
+        let s = e.set_mode("plant", Mode::Detecting, &mut out).unwrap();
+        assert_eq!(s.mode, Mode::Detecting);
+        assert_eq!(out.baselines.len(), 1);
+        e.exercise_until.insert("plant".into(), 100);
+        let mut out = Output::default();
+        e.observe(batch(vec![write(1, "10.0.0.66")]), 50, &mut out);
+        assert!(out.alerts[0].exercise);
+        let mut out = Output::default();
+        e.observe(batch(vec![write(2, "10.0.0.67")]), 150, &mut out);
+        assert!(!out.alerts[0].exercise);
+        let s = e.set_mode("plant", Mode::Learning, &mut out).unwrap();
+        assert_eq!(s.mode, Mode::Learning);
+        assert_eq!(s.learned_events, 0);
     }
 }

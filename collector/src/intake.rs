@@ -141,6 +141,7 @@ pub struct Collector {
     retention: Option<JoinHandle<()>>,
     /// Online detection (`detection.rs`).
     detection: Option<JoinHandle<()>>,
+    control: crate::detection::DetectionControl,
     /// The `/metrics` endpoint, when `[metrics]` is configured: its address and task.
     metrics_addr: Option<SocketAddr>,
     metrics: Option<JoinHandle<()>>,
@@ -152,13 +153,15 @@ impl Collector {
     pub async fn start(config: &CollectorConfig) -> Result<Collector, IntakeError> {
         config.validate(Path::new("(configuration)"))?;
         let store = SqliteStore::open(&config.storage.sqlite_path)?;
-        Self::start_with_store(config, Box::new(store)).await
+        Self::start_with_store(config, Box::new(store), None).await
     }
 
-    /// Starts with any [`Store`] (configuration already validated).
+    /// Starts with any [`Store`] (configuration already validated). `on_change` hears of
+    /// every incident change once it is stored.
     pub async fn start_with_store(
         config: &CollectorConfig,
         store: Box<dyn Store>,
+        on_change: Option<crate::detection::OnChange>,
     ) -> Result<Collector, IntakeError> {
         let files = config.intake.load_tls().map_err(|problems| {
             IntakeError::Config(crate::config::ConfigError {
@@ -215,9 +218,10 @@ impl Collector {
             Arc::clone(&store),
             Arc::clone(&stats),
             sites.values().cloned(),
+            on_change,
         )
         .await;
-        let (detection, detection_task) = match detection {
+        let (detection, control, detection_task) = match detection {
             Ok(started) => started,
             Err(e) => {
                 // Nothing else holds the store yet: close it before failing the start.
@@ -278,6 +282,7 @@ impl Collector {
             server: Some(server),
             retention,
             detection: Some(detection_task),
+            control,
             metrics_addr,
             metrics,
         })
@@ -292,6 +297,16 @@ impl Collector {
     /// `None` without `[metrics]`.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The handle on online detection (site modes, drills, asset annotations).
+    pub fn control(&self) -> crate::detection::DetectionControl {
+        self.control.clone()
+    }
+
+    /// The store (shared with the intake).
+    pub fn store(&self) -> Arc<StoreHandle> {
+        Arc::clone(&self.intake.store)
     }
 
     /// The live counters.
@@ -893,7 +908,9 @@ async fn receive(
     match intake.store.store_batch_returning(batch).await {
         Ok((Stored::New { out_of_order }, batch)) => {
             // Durable: acknowledged now, detected later (the queue never holds this up).
-            intake.detection.submit(site, batch.events);
+            intake
+                .detection
+                .submit(site, batch.events, batch.received_unix_ms);
             stats::add(&intake.stats.batches_stored, 1);
             stats::add(&intake.stats.events_stored, n_events);
             if let Some(s) = site_stats {

@@ -30,6 +30,9 @@ pub mod names {
     pub const LEARNING: &str = "mamori_learning";
     pub const BASELINES_STORED_TOTAL: &str = "mamori_baselines_stored_total";
     pub const DETECTION_BATCHES_SKIPPED_TOTAL: &str = "mamori_detection_batches_skipped_total";
+    pub const INCIDENTS_OPEN: &str = "mamori_incidents_open";
+    pub const INCIDENTS_OPENED_TOTAL: &str = "mamori_incidents_opened_total";
+    pub const ALERT_LATENCY_SECONDS: &str = "mamori_alert_latency_seconds";
 }
 
 /// The registry and the metrics it holds.
@@ -50,6 +53,8 @@ pub struct CollectorMetrics {
     learning: IntGaugeVec,
     baselines_stored: IntCounterVec,
     detection_skipped: IntCounterVec,
+    incidents_open: IntGaugeVec,
+    incidents_opened: IntCounterVec,
     stats: Arc<IntakeStats>,
     /// The SQLite file (its `-wal` beside it), if the store is one.
     sqlite_path: Option<PathBuf>,
@@ -90,7 +95,22 @@ impl CollectorMetrics {
             &["site"],
         )?;
         r.register(Box::new(learning.clone()))?;
+        let incidents_open = IntGaugeVec::new(
+            Opts::new(
+                INCIDENTS_OPEN,
+                "Incidents open or acknowledged (not resolved), by severity.",
+            ),
+            &["severity"],
+        )?;
+        r.register(Box::new(incidents_open.clone()))?;
         Ok(CollectorMetrics {
+            incidents_open,
+            incidents_opened: counter(
+                &r,
+                INCIDENTS_OPENED_TOTAL,
+                "Incidents opened by online detection.",
+                &[],
+            )?,
             alerts: counter(
                 &r,
                 ALERTS_TOTAL,
@@ -209,6 +229,14 @@ impl CollectorMetrics {
             &[],
             load(&self.stats.detection_batches_skipped),
         );
+        set_total(
+            &self.incidents_opened,
+            &[],
+            load(&self.stats.incidents_opened),
+        );
+        for (severity, n) in self.stats.open_incidents() {
+            set_gauge(&self.incidents_open.with_label_values(&[severity]), n);
+        }
         if let Some(path) = &self.sqlite_path {
             let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
             let mut wal = path.clone().into_os_string();
@@ -225,8 +253,31 @@ impl CollectorMetrics {
         {
             return String::new();
         }
-        String::from_utf8(buf).unwrap_or_default()
+        let mut text = String::from_utf8(buf).unwrap_or_default();
+        latency_histogram(&mut text, &self.stats.alert_latency());
+        text
     }
+}
+
+/// `mamori_alert_latency_seconds` in the text format. The histogram is kept in fixed
+/// buckets by the detection task ([`IntakeStats::observe_alert_latency`]); the `prometheus`
+/// crate's histogram cannot be set from counts, so it is written here, in the same format.
+fn latency_histogram(out: &mut String, h: &crate::stats::LatencyBuckets) {
+    use std::fmt::Write;
+    let name = names::ALERT_LATENCY_SECONDS;
+    let _ = writeln!(
+        out,
+        "# HELP {name} Wall time from a batch's arrival at the intake to its alerts and incidents being stored."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    let mut cumulative = 0u64;
+    for (bound, n) in crate::stats::LATENCY_BUCKETS_SECONDS.iter().zip(h.counts) {
+        cumulative += n;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "{name}_sum {}", h.sum_seconds);
+    let _ = writeln!(out, "{name}_count {}", h.count);
 }
 
 #[cfg(test)]

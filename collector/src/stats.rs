@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use mamori_models::Event;
+use mamori_models::detect::Severity;
 
 /// The event types (`type` in `docs/events.md`): a metric label, in this order.
 pub const EVENT_TYPES: [&str; 3] = ["modbus", "flow", "syslog"];
@@ -180,6 +181,27 @@ pub struct IntakeStats {
     /// Online detection: alerts stored, by (detector, severity); both label sets are small
     /// fixed enums, so this map is bounded.
     alerts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Incidents opened.
+    pub incidents_opened: AtomicU64,
+    /// Open and acknowledged incidents by severity, as of the last change.
+    open_incidents: Mutex<BTreeMap<Severity, u64>>,
+    /// Wall time from a batch's arrival to its alerts and incidents being stored
+    /// (batches that raised alerts only), milliseconds: bounded buckets, not samples.
+    alert_latency: Mutex<LatencyBuckets>,
+}
+
+/// Upper bounds (seconds) of the alert-latency histogram buckets.
+pub const LATENCY_BUCKETS_SECONDS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A fixed-bucket histogram (cumulative counts are made when exported).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LatencyBuckets {
+    /// Per bucket of [`LATENCY_BUCKETS_SECONDS`], then one for larger values.
+    pub counts: [u64; 13],
+    pub sum_seconds: f64,
+    pub count: u64,
 }
 
 impl IntakeStats {
@@ -209,6 +231,49 @@ impl IntakeStats {
     pub fn alerts(&self) -> Vec<((&'static str, &'static str), u64)> {
         let alerts = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
         alerts.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    /// Records the open and acknowledged incidents by severity.
+    pub fn set_open_incidents(&self, by_severity: &BTreeMap<Severity, u64>) {
+        *self
+            .open_incidents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = by_severity.clone();
+    }
+
+    /// Open and acknowledged incidents by severity (every severity, zero included).
+    pub fn open_incidents(&self) -> Vec<(&'static str, u64)> {
+        let open = self
+            .open_incidents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        Severity::ALL
+            .iter()
+            .map(|s| (s.as_str(), open.get(s).copied().unwrap_or(0)))
+            .collect()
+    }
+
+    /// Records one alert latency.
+    pub fn observe_alert_latency(&self, ms: u64) {
+        let secs = ms as f64 / 1000.0;
+        let mut h = self.alert_latency.lock().unwrap_or_else(|e| e.into_inner());
+        let i = LATENCY_BUCKETS_SECONDS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BUCKETS_SECONDS.len());
+        if let Some(c) = h.counts.get_mut(i) {
+            *c += 1;
+        }
+        h.sum_seconds += secs;
+        h.count += 1;
+    }
+
+    /// The alert-latency histogram so far.
+    pub fn alert_latency(&self) -> LatencyBuckets {
+        self.alert_latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn refuse(&self, reason: RefusalReason) {

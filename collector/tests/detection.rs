@@ -24,7 +24,7 @@ const SITE: &str = "plant-a";
 const HMI: &str = "10.0.0.10";
 const PLC: &str = "10.0.0.2";
 
-/// A collector learning for 60 s of event time, flushing alerts every 100 ms of wall time.
+/// A collector learning for 60 s of event time, storing its inventory every 100 ms.
 fn collector_config(pki: &Pki, db: &Path) -> CollectorConfig {
     let (cert, key) = pki.server();
     let text = format!(
@@ -50,7 +50,7 @@ listen = "127.0.0.1:0"
 
 [detection]
 learning_period_seconds = 60
-alert_flush_interval_seconds = 0.1
+inventory_store_interval_seconds = 0.1
 "#,
         cert.display(),
         key.display(),
@@ -240,6 +240,35 @@ async fn learns_then_alerts_on_a_rogue_write_and_resumes_detection_after_a_resta
         .is_some_and(|n| n >= 1.0),
         "{text}"
     );
+    // The alert opened an incident about the rogue host, counted open, with its latency.
+    let open: f64 = ["info", "low", "medium", "high", "critical"]
+        .iter()
+        .filter_map(|s| {
+            value(
+                &text,
+                &format!(r#"mamori_incidents_open{{severity="{s}"}}"#),
+            )
+        })
+        .sum();
+    assert_eq!(open, 1.0, "{text}");
+    assert_eq!(value(&text, "mamori_incidents_opened_total"), Some(1.0));
+    assert!(value(&text, "mamori_alert_latency_seconds_count").is_some_and(|n| n >= 1.0));
+    let incidents = collector
+        .store()
+        .call(|s| s.incidents(&Default::default()))
+        .await
+        .unwrap();
+    assert_eq!(incidents.len(), 1);
+    assert!(incidents[0].actors.contains("10.0.0.66"), "{incidents:?}");
+    assert!(incidents[0].assets.contains(PLC));
+    // The inventory knows the HMI, the PLC and the rogue host.
+    wait_until("the inventory stored", Duration::from_secs(10), || {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM assets", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+            == 3
+    })
+    .await;
     let acked = shipper.shutdown(Duration::from_secs(20)).await.unwrap();
     assert_eq!(acked.events_acked_total, 91);
     collector.shutdown().await.unwrap();

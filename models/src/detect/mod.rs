@@ -348,6 +348,11 @@ impl Learner {
     }
 
     /// Names the site the baseline describes.
+    /// Events observed so far.
+    pub fn events(&self) -> u64 {
+        self.learned.events
+    }
+
     pub fn with_site(mut self, site: impl Into<String>) -> Self {
         self.site = Some(site.into());
         self
