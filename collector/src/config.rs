@@ -30,6 +30,123 @@ pub struct CollectorConfig {
     /// Online detection per site: learning, then detecting against the learned baseline.
     #[serde(default)]
     pub detection: DetectionSection,
+    /// The HTTP API (incidents, alerts, assets, baselines, site modes). Absent: no API.
+    #[serde(default)]
+    pub api: Option<ApiSection>,
+}
+
+/// `[api]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Address of the plain-HTTP API (keep it on loopback or a management network, or
+    /// behind a TLS-terminating proxy). Default `127.0.0.1:9104`.
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+    /// How links to incidents are written in alerts sent to responders (Alertmanager's
+    /// `generatorURL`): the API as responders reach it. Default `http://<listen>`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Who may call the API: each token is read from a file (never written in this one).
+    #[serde(default)]
+    pub tokens: Vec<TokenEntry>,
+    /// The operating organisation as the sector knows it: the producer of STIX exports.
+    #[serde(default = "default_organisation")]
+    pub organisation: String,
+    /// Its STIX industry sectors (`utilities`, `water`, `energy`...).
+    #[serde(default)]
+    pub sectors: Vec<String>,
+}
+
+fn default_organisation() -> String {
+    "Mamori operator".into()
+}
+
+/// One API token: `[[api.tokens]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// Who holds it (shown in incident timelines as the actor).
+    pub name: String,
+    /// A file holding the token (one line; at least 16 characters).
+    pub token_file: PathBuf,
+    /// `read`, or `read` and `write` (acknowledge, resolve, switch modes, annotate assets).
+    pub scopes: Vec<String>,
+}
+
+/// The default `[api] listen`.
+pub const DEFAULT_API_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    9104,
+));
+
+fn default_api_listen() -> SocketAddr {
+    DEFAULT_API_LISTEN
+}
+
+impl ApiSection {
+    /// The tokens, read from their files: (name, token, may write). Problems name the key.
+    pub fn load_tokens(&self) -> Result<Vec<(String, String, bool)>, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut out = Vec::new();
+        for (n, t) in self.tokens.iter().enumerate() {
+            let key = format!("api.tokens[{n}]");
+            if t.name.trim().is_empty() || t.name.len() > 64 {
+                problems.push(Problem {
+                    key: format!("{key}.name"),
+                    reason: "must be 1 to 64 characters".into(),
+                });
+            }
+            let mut write = false;
+            for s in &t.scopes {
+                match s.as_str() {
+                    "read" => {}
+                    "write" => write = true,
+                    other => problems.push(Problem {
+                        key: format!("{key}.scopes"),
+                        reason: format!("unknown scope {other:?} (read, write)"),
+                    }),
+                }
+            }
+            if !t.scopes.iter().any(|s| s == "read") {
+                problems.push(Problem {
+                    key: format!("{key}.scopes"),
+                    reason: "must include \"read\"".into(),
+                });
+            }
+            match std::fs::read_to_string(&t.token_file) {
+                Ok(text) => {
+                    let token = text.trim().to_owned();
+                    if token.len() < 16 || token.chars().any(char::is_whitespace) {
+                        problems.push(Problem {
+                            key: format!("{key}.token_file"),
+                            reason: format!(
+                                "{}: the token must be one word of at least 16 characters",
+                                t.token_file.display()
+                            ),
+                        });
+                    } else {
+                        out.push((t.name.clone(), token, write));
+                    }
+                }
+                Err(e) => problems.push(Problem {
+                    key: format!("{key}.token_file"),
+                    reason: format!("{}: {e}", t.token_file.display()),
+                }),
+            }
+        }
+        if self.tokens.is_empty() {
+            problems.push(Problem {
+                key: "api.tokens".into(),
+                reason: "at least one token is needed (an API without tokens would be open)".into(),
+            });
+        }
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(problems)
+        }
+    }
 }
 
 /// `[detection]`
@@ -420,7 +537,24 @@ impl CollectorConfig {
         if self.metrics.as_ref().is_some_and(clash) {
             bad("metrics.listen", "must differ from intake.listen".into());
         }
+        if let Some(api) = &self.api {
+            let taken = |a: SocketAddr| a == api.listen && a.port() != 0;
+            if taken(i.listen) || self.metrics.as_ref().is_some_and(|m| taken(m.listen)) {
+                bad(
+                    "api.listen",
+                    "must differ from intake.listen and metrics.listen".into(),
+                );
+            }
+            if let Some(url) = &api.public_url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                bad("api.public_url", format!("{url:?} is not an http(s) URL"));
+            }
+        }
         if let Err(more) = self.intake.load_tls() {
+            problems.extend(more);
+        }
+        if let Some(Err(more)) = self.api.as_ref().map(ApiSection::load_tokens) {
             problems.extend(more);
         }
         if problems.is_empty() {

@@ -142,6 +142,9 @@ pub struct Collector {
     /// Online detection (`detection.rs`).
     detection: Option<JoinHandle<()>>,
     control: crate::detection::DetectionControl,
+    /// The HTTP API, when `[api]` is configured: its address and task.
+    api_addr: Option<SocketAddr>,
+    api: Option<JoinHandle<()>>,
     /// The `/metrics` endpoint, when `[metrics]` is configured: its address and task.
     metrics_addr: Option<SocketAddr>,
     metrics: Option<JoinHandle<()>>,
@@ -212,13 +215,37 @@ impl Collector {
                 Some((listener, addr, Arc::new(metrics)))
             }
         };
+        let api_listener = match &config.api {
+            None => None,
+            Some(a) => {
+                let tokens = a.load_tokens().map_err(|problems| {
+                    IntakeError::Config(crate::config::ConfigError {
+                        file: "(configuration)".into(),
+                        problems,
+                    })
+                })?;
+                let listener = tokio::net::TcpListener::bind(a.listen)
+                    .await
+                    .map_err(|source| IntakeError::Bind {
+                        addr: a.listen,
+                        source,
+                    })?;
+                let addr = listener.local_addr().map_err(|source| IntakeError::Bind {
+                    addr: a.listen,
+                    source,
+                })?;
+                let mut producer = crate::export::stix::Producer::new(a.organisation.clone());
+                producer.sectors = a.sectors.clone();
+                Some((listener, addr, tokens, producer))
+            }
+        };
         let store = Arc::new(StoreHandle::spawn(store, capacity)?);
         let detection = crate::detection::start(
             &config.detection,
             Arc::clone(&store),
             Arc::clone(&stats),
             sites.values().cloned(),
-            on_change,
+            on_change.clone(),
         )
         .await;
         let (detection, control, detection_task) = match detection {
@@ -274,6 +301,22 @@ impl Collector {
                 (Some(addr), Some(task))
             }
         };
+        let (api_addr, api) = match api_listener {
+            None => (None, None),
+            Some((listener, addr, tokens, producer)) => {
+                tracing::info!(%addr, tokens = tokens.len(), "HTTP API listening (/api/v1)");
+                let state = Arc::new(crate::api::ApiState {
+                    store: Arc::clone(&intake.store),
+                    control: control.clone(),
+                    tokens,
+                    on_change,
+                    stats: Arc::clone(&intake.stats),
+                    producer,
+                });
+                let task = tokio::spawn(crate::api::serve(listener, state, shutdown.subscribe()));
+                (Some(addr), Some(task))
+            }
+        };
         tracing::info!(%addr, agents = intake.sites.len(), "intake listening");
         Ok(Collector {
             addr,
@@ -283,6 +326,8 @@ impl Collector {
             retention,
             detection: Some(detection_task),
             control,
+            api_addr,
+            api,
             metrics_addr,
             metrics,
         })
@@ -297,6 +342,12 @@ impl Collector {
     /// `None` without `[metrics]`.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The address of the HTTP API (the real port when configured with port 0); `None`
+    /// without `[api]`.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
     }
 
     /// The handle on online detection (site modes, drills, asset annotations).
@@ -324,6 +375,7 @@ impl Collector {
             self.server.take(),
             self.retention.take(),
             self.metrics.take(),
+            self.api.take(),
         ]
         .into_iter()
         .flatten()
@@ -353,6 +405,7 @@ impl Drop for Collector {
             self.server.take(),
             self.retention.take(),
             self.metrics.take(),
+            self.api.take(),
             self.detection.take(),
         ]
         .into_iter()

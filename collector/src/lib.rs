@@ -4,6 +4,7 @@
 //! subcommands are thin calls into [`serve`]. How it fits together: `docs/collector.md`.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod config;
 pub mod detection;
 pub mod incident;

@@ -33,6 +33,7 @@ pub mod names {
     pub const INCIDENTS_OPEN: &str = "mamori_incidents_open";
     pub const INCIDENTS_OPENED_TOTAL: &str = "mamori_incidents_opened_total";
     pub const ALERT_LATENCY_SECONDS: &str = "mamori_alert_latency_seconds";
+    pub const API_REFUSED_TOTAL: &str = "mamori_api_refused_total";
 }
 
 /// The registry and the metrics it holds.
@@ -55,6 +56,7 @@ pub struct CollectorMetrics {
     detection_skipped: IntCounterVec,
     incidents_open: IntGaugeVec,
     incidents_opened: IntCounterVec,
+    api_refused: IntCounterVec,
     stats: Arc<IntakeStats>,
     /// The SQLite file (its `-wal` beside it), if the store is one.
     sqlite_path: Option<PathBuf>,
@@ -105,6 +107,12 @@ impl CollectorMetrics {
         r.register(Box::new(incidents_open.clone()))?;
         Ok(CollectorMetrics {
             incidents_open,
+            api_refused: counter(
+                &r,
+                API_REFUSED_TOTAL,
+                "HTTP API requests refused: unauthorized (no valid token) or forbidden (read-only token asking for a change).",
+                &["reason"],
+            )?,
             incidents_opened: counter(
                 &r,
                 INCIDENTS_OPENED_TOTAL,
@@ -233,6 +241,16 @@ impl CollectorMetrics {
             &self.incidents_opened,
             &[],
             load(&self.stats.incidents_opened),
+        );
+        set_total(
+            &self.api_refused,
+            &["unauthorized"],
+            load(&self.stats.api.unauthorized),
+        );
+        set_total(
+            &self.api_refused,
+            &["forbidden"],
+            load(&self.stats.api.forbidden),
         );
         for (severity, n) in self.stats.open_incidents() {
             set_gauge(&self.incidents_open.with_label_values(&[severity]), n);

@@ -183,11 +183,22 @@ pub struct IntakeStats {
     alerts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Incidents opened.
     pub incidents_opened: AtomicU64,
+    /// The HTTP API's refusals.
+    pub api: ApiStats,
     /// Open and acknowledged incidents by severity, as of the last change.
     open_incidents: Mutex<BTreeMap<Severity, u64>>,
     /// Wall time from a batch's arrival to its alerts and incidents being stored
     /// (batches that raised alerts only), milliseconds: bounded buckets, not samples.
     alert_latency: Mutex<LatencyBuckets>,
+}
+
+/// Refusals of the HTTP API, counted (`mamori_api_refused_total{reason}`).
+#[derive(Debug, Default)]
+pub struct ApiStats {
+    /// No token, or a token that is not configured.
+    pub unauthorized: AtomicU64,
+    /// A read-only token asking for a change.
+    pub forbidden: AtomicU64,
 }
 
 /// Upper bounds (seconds) of the alert-latency histogram buckets.

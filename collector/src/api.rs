@@ -1,0 +1,498 @@
+//! The HTTP API (JSON): sites and their detection mode, incidents (with their alerts,
+//! assets, lifecycle actions and exports), alerts, the asset inventory and baselines. Every
+//! request needs `Authorization: Bearer <token>` with a token from `[api] tokens`; changes
+//! need the `write` scope. Refusals are counted (`mamori_api_refused_total{reason}`) and
+//! tokens never appear in logs. Reference: docs/collector.md, "HTTP API".
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::detection::{DetectionControl, Mode, OnChange};
+use crate::incident::{Criticality, IncidentDetail, IncidentStatus};
+use crate::incidents::{self, Action, Change, ChangeKind};
+use crate::stats::{self, IntakeStats};
+use crate::store::{AlertQuery, IncidentQuery, StoreError, StoreHandle};
+
+/// What the handlers share.
+pub struct ApiState {
+    pub store: Arc<StoreHandle>,
+    pub control: DetectionControl,
+    /// (name, token, may write).
+    pub tokens: Vec<(String, String, bool)>,
+    pub on_change: Option<OnChange>,
+    pub stats: Arc<IntakeStats>,
+    /// Who exports incidents (the STIX identity).
+    pub producer: crate::export::stix::Producer,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the tokens.
+        f.debug_struct("ApiState")
+            .field("tokens", &self.tokens.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who is calling.
+#[derive(Clone, Debug)]
+struct Caller {
+    name: String,
+    write: bool,
+}
+
+/// An error answered as `{"error": "..."}` with a status.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Busy => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            _ => {
+                tracing::error!(error = %e, "API: storage error");
+                ApiError(StatusCode::INTERNAL_SERVER_ERROR, "storage error".into())
+            }
+        }
+    }
+}
+
+fn not_found(what: &str) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("no such {what}"))
+}
+
+fn bad_request(why: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, why.into())
+}
+
+/// Equal without an early exit (the time does not tell how much of a token matched).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authenticate(
+    State(state): State<Arc<ApiState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let caller = presented.and_then(|p| {
+        state
+            .tokens
+            .iter()
+            .find(|(_, t, _)| same(t.as_bytes(), p.as_bytes()))
+            .map(|(name, _, write)| Caller {
+                name: name.clone(),
+                write: *write,
+            })
+    });
+    let Some(caller) = caller else {
+        stats::add(&state.stats.api.unauthorized, 1);
+        tracing::debug!(path = req.uri().path(), "API: no valid token");
+        let mut resp = ApiError(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is needed".into(),
+        )
+        .into_response();
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return resp;
+    };
+    let changes = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if changes && !caller.write {
+        stats::add(&state.stats.api.forbidden, 1);
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            format!("token {:?} may only read", caller.name),
+        )
+        .into_response();
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+/// The API's routes.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/api/v1/sites", get(sites))
+        .route("/api/v1/sites/{site}/mode", put(set_mode))
+        .route(
+            "/api/v1/sites/{site}/exercise",
+            put(set_exercise).delete(end_exercise),
+        )
+        .route("/api/v1/incidents", get(list_incidents))
+        .route("/api/v1/incidents/{id}", get(incident))
+        .route("/api/v1/incidents/{id}/actions", post(incident_action))
+        .route("/api/v1/incidents/{id}/stix", get(incident_stix))
+        .route("/api/v1/incidents/{id}/report.md", get(incident_markdown))
+        .route("/api/v1/incidents/{id}/report.html", get(incident_html))
+        .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/assets", get(list_assets))
+        .route("/api/v1/assets/{site}/{ip}", put(annotate_asset))
+        .route("/api/v1/baselines/{site}", get(baseline))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            authenticate,
+        ))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `stop` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ApiState>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let app = router(state);
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "API server stopped");
+    }
+}
+
+async fn sites(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    Json(json!({ "sites": state.control.status() }))
+}
+
+#[derive(Deserialize)]
+struct ModeBody {
+    mode: Mode,
+}
+
+async fn set_mode(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path(site): Path<String>,
+    Json(body): Json<ModeBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let status = state
+        .control
+        .set_mode(&site, body.mode)
+        .await
+        .map_err(|e| ApiError(StatusCode::CONFLICT, e))?;
+    tracing::info!(site, mode = ?body.mode, by = caller.name, "site mode set through the API");
+    Ok(Json(json!(status)))
+}
+
+#[derive(Deserialize)]
+struct ExerciseBody {
+    /// How long the drill lasts from now.
+    seconds: f64,
+}
+
+async fn set_exercise(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path(site): Path<String>,
+    Json(body): Json<ExerciseBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !(body.seconds.is_finite() && body.seconds > 0.0 && body.seconds <= 7.0 * 86_400.0) {
+        return Err(bad_request("seconds must be in (0, 604800]"));
+    }
+    let until = now_ms() + (body.seconds * 1000.0) as u64;
+    let status = state
+        .control
+        .exercise(&site, Some(until))
+        .await
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e))?;
+    tracing::info!(
+        site,
+        by = caller.name,
+        seconds = body.seconds,
+        "exercise started"
+    );
+    Ok(Json(json!(status)))
+}
+
+async fn end_exercise(
+    State(state): State<Arc<ApiState>>,
+    Path(site): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let status = state
+        .control
+        .exercise(&site, None)
+        .await
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e))?;
+    Ok(Json(json!(status)))
+}
+
+#[derive(Deserialize, Default)]
+struct ListQuery {
+    site: Option<String>,
+    /// Comma-separated statuses.
+    status: Option<String>,
+    incident: Option<i64>,
+    limit: Option<u32>,
+}
+
+fn limit(q: &ListQuery) -> Result<u32, ApiError> {
+    match q.limit {
+        None => Ok(100),
+        Some(n) if (1..=10_000).contains(&n) => Ok(n),
+        Some(_) => Err(bad_request("limit must be between 1 and 10000")),
+    }
+}
+
+async fn list_incidents(
+    State(state): State<Arc<ApiState>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut statuses = Vec::new();
+    for s in q
+        .status
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter(|s| !s.is_empty())
+    {
+        statuses.push(
+            IncidentStatus::parse(s).ok_or_else(|| bad_request(format!("unknown status {s:?}")))?,
+        );
+    }
+    let query = IncidentQuery {
+        site: q.site.clone(),
+        statuses,
+        limit: limit(&q)?,
+    };
+    let incidents = state.store.call(move |s| s.incidents(&query)).await?;
+    Ok(Json(json!({ "incidents": incidents })))
+}
+
+async fn detail(state: &ApiState, id: i64) -> Result<IncidentDetail, ApiError> {
+    let found = state
+        .store
+        .call(move |s| {
+            let Some(incident) = s.incident(id)? else {
+                return Ok(None);
+            };
+            let mut alerts = s.alerts(&AlertQuery {
+                incident_id: Some(id),
+                limit: 10_000,
+                ..AlertQuery::default()
+            })?;
+            alerts.sort_by_key(|a| (a.alert.ts, a.id));
+            let assets = s
+                .assets(Some(&incident.site))?
+                .into_iter()
+                .filter(|a| incident.assets.contains(&a.ip.to_string()))
+                .collect();
+            Ok(Some(IncidentDetail {
+                incident,
+                alerts,
+                assets,
+            }))
+        })
+        .await?;
+    found.ok_or_else(|| not_found("incident"))
+}
+
+async fn incident(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<i64>,
+) -> Result<Json<IncidentDetail>, ApiError> {
+    Ok(Json(detail(&state, id).await?))
+}
+
+#[derive(Deserialize)]
+struct ActionBody {
+    action: String,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+async fn incident_action(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<i64>,
+    Json(body): Json<ActionBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let action = match body.action.as_str() {
+        "acknowledge" => Action::Acknowledge,
+        "resolve" => Action::Resolve,
+        "reopen" => Action::Reopen,
+        "note" => Action::Note,
+        other => {
+            return Err(bad_request(format!(
+                "unknown action {other:?} (acknowledge, resolve, reopen, note)"
+            )));
+        }
+    };
+    let who = caller.name.clone();
+    let now = now_ms();
+    let done = state
+        .store
+        .call(move |s| {
+            let Some(mut inc) = s.incident(id)? else {
+                return Ok(Err(not_found("incident")));
+            };
+            if let Err(why) = incidents::act(&mut inc, &action, &who, body.note.as_deref(), now) {
+                return Ok(Err(ApiError(StatusCode::CONFLICT, why.into())));
+            }
+            s.save_incident(&inc)?;
+            Ok(Ok((inc, action)))
+        })
+        .await??;
+    let (inc, action) = done;
+    tracing::info!(incident = id, by = caller.name, action = ?action, "incident updated through the API");
+    if let Some(hook) = &state.on_change {
+        hook(&Change {
+            incident: inc.clone(),
+            what: match action {
+                Action::Reopen => ChangeKind::Reopened,
+                _ => ChangeKind::Updated,
+            },
+        });
+    }
+    Ok(Json(json!(inc)))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn typed(content_type: &'static str, body: String) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+async fn incident_stix(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    let d = detail(&state, id).await?;
+    let bundle = crate::export::stix::bundle(&d, &state.producer, now_ms());
+    Ok(typed(
+        "application/stix+json;version=2.1",
+        serde_json::to_string_pretty(&bundle).unwrap_or_default(),
+    ))
+}
+
+async fn incident_markdown(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    let d = detail(&state, id).await?;
+    Ok(typed(
+        "text/markdown; charset=utf-8",
+        crate::export::report::markdown(&d),
+    ))
+}
+
+async fn incident_html(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    let d = detail(&state, id).await?;
+    Ok(typed(
+        "text/html; charset=utf-8",
+        crate::export::report::html(&d),
+    ))
+}
+
+async fn list_alerts(
+    State(state): State<Arc<ApiState>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let query = AlertQuery {
+        site: q.site.clone(),
+        incident_id: q.incident,
+        limit: limit(&q)?,
+    };
+    let alerts = state.store.call(move |s| s.alerts(&query)).await?;
+    Ok(Json(json!({ "alerts": alerts })))
+}
+
+async fn list_assets(
+    State(state): State<Arc<ApiState>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let site = q.site.clone();
+    let assets = state.store.call(move |s| s.assets(site.as_deref())).await?;
+    Ok(Json(json!({ "assets": assets })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssetBody {
+    #[serde(default)]
+    criticality: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+async fn annotate_asset(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path((site, ip)): Path<(String, String)>,
+    Json(body): Json<AssetBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| bad_request(format!("{ip:?} is not an IP address")))?;
+    let criticality = body
+        .criticality
+        .as_deref()
+        .map(|c| {
+            Criticality::parse(c).ok_or_else(|| {
+                bad_request(format!(
+                    "unknown criticality {c:?} (low, medium, high, critical)"
+                ))
+            })
+        })
+        .transpose()?;
+    if body.description.as_ref().is_some_and(|d| d.len() > 2000) {
+        return Err(bad_request("description: at most 2000 bytes"));
+    }
+    let asset = state
+        .control
+        .annotate(&site, ip, criticality, body.description)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?
+        .ok_or_else(|| not_found("asset"))?;
+    tracing::info!(site, %ip, by = caller.name, "asset annotated through the API");
+    Ok(Json(json!(asset)))
+}
+
+async fn baseline(
+    State(state): State<Arc<ApiState>>,
+    Path(site): Path<String>,
+) -> Result<Response, ApiError> {
+    let all = state.store.latest_baselines().await?;
+    let json = all
+        .into_iter()
+        .find(|(s, _)| *s == site)
+        .map(|(_, j)| j)
+        .ok_or_else(|| not_found("baseline for this site"))?;
+    Ok(typed("application/json", json))
+}
