@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod detection;
+pub mod export;
 pub mod incident;
 pub mod intake;
 pub mod metrics;
