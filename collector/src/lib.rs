@@ -10,6 +10,7 @@ pub mod export;
 pub mod incident;
 pub mod intake;
 pub mod metrics;
+pub mod notify;
 pub mod serve;
 pub mod stats;
 pub mod store;
