@@ -33,6 +33,9 @@ pub struct CollectorConfig {
     /// The HTTP API (incidents, alerts, assets, baselines, site modes). Absent: no API.
     #[serde(default)]
     pub api: Option<ApiSection>,
+    /// Telling responders about incidents: Alertmanager, a signed webhook, syslog/CEF.
+    #[serde(default)]
+    pub notify: crate::notify::NotifySection,
 }
 
 /// `[api]`
@@ -557,6 +560,7 @@ impl CollectorConfig {
         if let Some(Err(more)) = self.api.as_ref().map(ApiSection::load_tokens) {
             problems.extend(more);
         }
+        self.notify.validate(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

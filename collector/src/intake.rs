@@ -66,6 +66,8 @@ pub enum IntakeError {
     Store(#[from] StoreError),
     #[error("metrics: {0}")]
     Metrics(String),
+    #[error("alert delivery: {0}")]
+    Notify(String),
     #[error("intake task: {0}")]
     Task(String),
 }
@@ -142,6 +144,8 @@ pub struct Collector {
     /// Online detection (`detection.rs`).
     detection: Option<JoinHandle<()>>,
     control: crate::detection::DetectionControl,
+    /// Alerts to responders, when `[notify]` has a sink.
+    notifier: Option<crate::notify::Notifier>,
     /// The HTTP API, when `[api]` is configured: its address and task.
     api_addr: Option<SocketAddr>,
     api: Option<JoinHandle<()>>,
@@ -193,6 +197,15 @@ impl Collector {
         let capacity = usize::try_from(config.storage.queue_batches).unwrap_or(64);
         let sites = config.sites();
         let stats = Arc::new(IntakeStats::with_sites(sites.values().cloned()));
+        // Responders hear of every incident change: the notifiers, then the caller's hook.
+        let notifier = if config.notify.is_empty() {
+            None
+        } else {
+            Some(
+                crate::notify::Notifier::start(&config.notify)
+                    .map_err(|e| IntakeError::Notify(e.to_string()))?,
+            )
+        };
         // Bound before the store opens, so a taken port fails the start with nothing to undo.
         let metrics_listener = match &config.metrics {
             None => None,
@@ -211,6 +224,7 @@ impl Collector {
                     Arc::clone(&stats),
                     Some(config.storage.sqlite_path.clone()),
                 )
+                .map(|m| m.with_notifier(notifier.clone()))
                 .map_err(|e| IntakeError::Metrics(e.to_string()))?;
                 Some((listener, addr, Arc::new(metrics)))
             }
@@ -238,6 +252,22 @@ impl Collector {
                 producer.sectors = a.sectors.clone();
                 Some((listener, addr, tokens, producer))
             }
+        };
+        let links = match (&config.api, &api_listener) {
+            (Some(a), Some((_, addr, ..))) => a
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}")),
+            _ => String::new(),
+        };
+        let on_change: Option<crate::detection::OnChange> = match (notifier.clone(), on_change) {
+            (None, hook) => hook,
+            (Some(n), hook) => Some(Arc::new(move |c: &crate::incidents::Change| {
+                n.notify(notice(c, &links));
+                if let Some(h) = &hook {
+                    h(c);
+                }
+            })),
         };
         let store = Arc::new(StoreHandle::spawn(store, capacity)?);
         let detection = crate::detection::start(
@@ -326,6 +356,7 @@ impl Collector {
             retention,
             detection: Some(detection_task),
             control,
+            notifier,
             api_addr,
             api,
             metrics_addr,
@@ -342,6 +373,11 @@ impl Collector {
     /// `None` without `[metrics]`.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// Delivery counters of the notifiers, when `[notify]` has a sink.
+    pub fn notify_stats(&self) -> Option<crate::notify::NotifySnapshot> {
+        self.notifier.as_ref().map(crate::notify::Notifier::stats)
     }
 
     /// The address of the HTTP API (the real port when configured with port 0); `None`
@@ -386,6 +422,9 @@ impl Collector {
         self.intake.detection.close();
         if let Some(task) = self.detection.take() {
             task.await.map_err(|e| IntakeError::Task(e.to_string()))?;
+        }
+        if let Some(n) = self.notifier.take() {
+            n.shutdown(Duration::from_secs(5)).await;
         }
         let snapshot = self.intake.stats.snapshot();
         // Every connection task has ended: what was queued is stored, then the store closes.
@@ -1079,5 +1118,44 @@ async fn retention_loop(
             _ = tokio::time::sleep(interval) => {}
             _ = stopped(&mut shutdown) => return,
         }
+    }
+}
+
+/// What responders are told of an incident change. `links` is the API's base URL (empty
+/// without an API).
+fn notice(c: &crate::incidents::Change, links: &str) -> crate::notify::Notice {
+    let i = &c.incident;
+    let detectors: Vec<&str> = i.detectors.iter().map(String::as_str).collect();
+    let assets: Vec<&str> = i.assets.iter().map(String::as_str).collect();
+    crate::notify::Notice {
+        key: format!("{}/{}", i.site, i.id),
+        incident_id: i.id,
+        alertname: "MamoriIncident".into(),
+        site: i.site.clone(),
+        asset: i.asset.clone(),
+        severity: i.severity,
+        detector: detectors.first().copied().unwrap_or("").to_owned(),
+        kind: c.what.as_str().to_owned(),
+        summary: i.title.clone(),
+        description: format!(
+            "Incident {} at site {} ({}, {}): {} alert(s) from {} since {} (event time); devices: {}.",
+            i.id,
+            i.site,
+            i.severity.as_str(),
+            i.status.as_str(),
+            i.alert_count,
+            detectors.join(", "),
+            i.first_seen,
+            assets.join(", ")
+        ),
+        runbook_url: None,
+        generator_url: if links.is_empty() {
+            String::new()
+        } else {
+            format!("{}/api/v1/incidents/{}", links.trim_end_matches('/'), i.id)
+        },
+        starts_at_unix_ms: i.detected_unix_ms,
+        ends_at_unix_ms: i.resolved_unix_ms,
+        exercise: i.exercise,
     }
 }

@@ -7,11 +7,13 @@
 pub mod api;
 pub mod config;
 pub mod detection;
+pub mod export;
 pub mod incident;
 pub mod incidents;
 pub mod intake;
 pub mod inventory;
 pub mod metrics;
+pub mod notify;
 pub mod serve;
 pub mod stats;
 pub mod store;

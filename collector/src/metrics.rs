@@ -34,6 +34,12 @@ pub mod names {
     pub const INCIDENTS_OPENED_TOTAL: &str = "mamori_incidents_opened_total";
     pub const ALERT_LATENCY_SECONDS: &str = "mamori_alert_latency_seconds";
     pub const API_REFUSED_TOTAL: &str = "mamori_api_refused_total";
+    pub const NOTIFICATIONS_TOTAL: &str = "mamori_notifications_total";
+    pub const NOTIFICATION_FAILURES_TOTAL: &str = "mamori_notification_failures_total";
+    pub const NOTIFICATIONS_DROPPED_TOTAL: &str = "mamori_notifications_dropped_total";
+    pub const NOTIFICATION_QUEUE: &str = "mamori_notification_queue";
+    pub const NOTIFICATION_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
+        "mamori_notification_last_success_timestamp_seconds";
 }
 
 /// The registry and the metrics it holds.
@@ -57,6 +63,12 @@ pub struct CollectorMetrics {
     incidents_open: IntGaugeVec,
     incidents_opened: IntCounterVec,
     api_refused: IntCounterVec,
+    notifications: IntCounterVec,
+    notification_failures: IntCounterVec,
+    notifications_dropped: IntCounterVec,
+    notification_queue: IntGaugeVec,
+    notification_last_success: GaugeVec,
+    notifier: Option<crate::notify::Notifier>,
     stats: Arc<IntakeStats>,
     /// The SQLite file (its `-wal` beside it), if the store is one.
     sqlite_path: Option<PathBuf>,
@@ -105,7 +117,44 @@ impl CollectorMetrics {
             &["severity"],
         )?;
         r.register(Box::new(incidents_open.clone()))?;
+        let notification_queue = IntGaugeVec::new(
+            Opts::new(
+                NOTIFICATION_QUEUE,
+                "Notifications waiting for delivery, by sink.",
+            ),
+            &["sink"],
+        )?;
+        r.register(Box::new(notification_queue.clone()))?;
+        let notification_last_success = GaugeVec::new(
+            Opts::new(
+                NOTIFICATION_LAST_SUCCESS_TIMESTAMP_SECONDS,
+                "When a sink last accepted a notification (Unix time); absent until then.",
+            ),
+            &["sink"],
+        )?;
+        r.register(Box::new(notification_last_success.clone()))?;
         Ok(CollectorMetrics {
+            notification_queue,
+            notification_last_success,
+            notifications: counter(
+                &r,
+                NOTIFICATIONS_TOTAL,
+                "Notifications delivered (each Alertmanager replica and each re-send counts), by sink.",
+                &["sink"],
+            )?,
+            notification_failures: counter(
+                &r,
+                NOTIFICATION_FAILURES_TOTAL,
+                "Failed delivery attempts, by sink and outcome: retried, or given up.",
+                &["sink", "outcome"],
+            )?,
+            notifications_dropped: counter(
+                &r,
+                NOTIFICATIONS_DROPPED_TOTAL,
+                "Notifications dropped because a sink's queue was full, by sink.",
+                &["sink"],
+            )?,
+            notifier: None,
             incidents_open,
             api_refused: counter(
                 &r,
@@ -193,6 +242,12 @@ impl CollectorMetrics {
         })
     }
 
+    /// Exports the notifiers' delivery counters too.
+    pub fn with_notifier(mut self, notifier: Option<crate::notify::Notifier>) -> Self {
+        self.notifier = notifier;
+        self
+    }
+
     /// Copies the counters into the registry and encodes the text format.
     pub fn render(&self) -> String {
         let s = self.stats.snapshot();
@@ -252,6 +307,32 @@ impl CollectorMetrics {
             &["forbidden"],
             load(&self.stats.api.forbidden),
         );
+        if let Some(n) = &self.notifier {
+            for s in n.stats().sinks {
+                let sink = s.sink.as_str();
+                set_total(&self.notifications, &[sink], s.sent_total);
+                set_total(
+                    &self.notification_failures,
+                    &[sink, "retried"],
+                    s.retries_total,
+                );
+                set_total(
+                    &self.notification_failures,
+                    &[sink, "given_up"],
+                    s.given_up_total,
+                );
+                set_total(&self.notifications_dropped, &[sink], s.dropped_total);
+                set_gauge(
+                    &self.notification_queue.with_label_values(&[sink]),
+                    s.queue_depth,
+                );
+                if s.last_success_unix_ms > 0 {
+                    self.notification_last_success
+                        .with_label_values(&[sink])
+                        .set(s.last_success_unix_ms as f64 / 1000.0);
+                }
+            }
+        }
         for (severity, n) in self.stats.open_incidents() {
             set_gauge(&self.incidents_open.with_label_values(&[severity]), n);
         }
