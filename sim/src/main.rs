@@ -1,0 +1,164 @@
+//! `mamori-sim`: run the simulated plant to a pcap, or list the scenario library.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use mamori_sim::{LIBRARY, PcapFileSink, Plant, PlantConfig, RunEvent, RunOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mamori-sim",
+    version,
+    about = "A simulated OT plant with attack and fault scenarios"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the plant in real time: normal traffic, then the scenarios one after another.
+    Run(RunArgs),
+    /// Print the scenario library.
+    List,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The capture to write (classic pcap, Ethernet).
+    #[arg(long, default_value = "mamori-sim.pcap")]
+    pcap: PathBuf,
+    /// The scenario log to write (JSON Lines: name, technique, start, end, expected).
+    #[arg(long, default_value = "mamori-sim.scenarios.jsonl")]
+    scenario_log: PathBuf,
+    /// Normal traffic before the first scenario, seconds (plant time).
+    #[arg(long, default_value_t = 600.0)]
+    learn_seconds: f64,
+    /// Normal traffic after each scenario, seconds (plant time).
+    #[arg(long, default_value_t = 60.0)]
+    gap_seconds: f64,
+    /// Every scenario's duration, seconds (plant time); default: each scenario's own.
+    #[arg(long)]
+    duration_seconds: Option<f64>,
+    /// A scenario to run (repeatable, in order); see `mamori-sim list`.
+    #[arg(long = "scenario", value_name = "NAME")]
+    scenarios: Vec<String>,
+    /// Run the whole library.
+    #[arg(long, conflicts_with = "scenarios")]
+    all: bool,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Plant seconds per real second: 10 runs every cycle and scenario ten times faster.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::List => {
+            list();
+            Ok(())
+        }
+        Command::Run(args) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            runtime.block_on(run(args))
+        }
+    }
+}
+
+fn list() {
+    println!(
+        "{:<22} {:<7} {:<7} {:>5}  TECHNIQUE",
+        "NAME", "CLASS", "ATT&CK", "SECS"
+    );
+    for s in LIBRARY {
+        let class = match s.class {
+            mamori_sim::scenario::ScenarioClass::Attack => "attack",
+            mamori_sim::scenario::ScenarioClass::Fault => "fault",
+        };
+        println!(
+            "{:<22} {:<7} {:<7} {:>5}  {}",
+            s.name, class, s.technique, s.default_duration_s, s.technique_name
+        );
+        println!("    {}", s.description);
+        println!("    expects: {}", s.expected.join(", "));
+    }
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    let scenarios: Vec<String> = if args.all {
+        LIBRARY.iter().map(|s| s.name.to_owned()).collect()
+    } else {
+        args.scenarios.clone()
+    };
+    for name in &scenarios {
+        if mamori_sim::scenario::find(name).is_none() {
+            bail!("unknown scenario {name:?} (see `mamori-sim list`)");
+        }
+    }
+    let config = PlantConfig {
+        seed: args.seed,
+        speed: args.speed,
+        ..PlantConfig::default()
+    };
+    config.validate().context("plant configuration")?;
+    let options = RunOptions {
+        learn_s: args.learn_seconds,
+        gap_s: args.gap_seconds,
+        scenarios,
+        duration_s: args.duration_seconds,
+    };
+    let log_file = File::create(&args.scenario_log)
+        .with_context(|| format!("creating {}", args.scenario_log.display()))?;
+    let mut log = BufWriter::new(log_file);
+    let sink = PcapFileSink::create(&args.pcap).context("creating the capture")?;
+    let plant = Plant::start(config, Box::new(sink))
+        .await
+        .context("starting the plant")?;
+    eprintln!(
+        "plant running, capture {}, learning {} s",
+        args.pcap.display(),
+        args.learn_seconds
+    );
+    let mut log_error: Option<std::io::Error> = None;
+    let outcome = tokio::select! {
+        r = plant.run(&options, |ev| match ev {
+            RunEvent::Started(name) => eprintln!("scenario {name}: starting"),
+            RunEvent::Ended(rec) => {
+                eprintln!("scenario {}: {} .. {}", rec.name, rec.start, rec.end);
+                let line = serde_json::to_string(rec).map_err(std::io::Error::other);
+                let written = line.and_then(|l| writeln!(log, "{l}")).and_then(|()| log.flush());
+                if let Err(e) = written {
+                    log_error.get_or_insert(e);
+                }
+            }
+        }) => r.map(Some),
+        _ = tokio::signal::ctrl_c() => Ok(None),
+    };
+    let stats = plant.shutdown().await.context("stopping the plant")?;
+    let records = outcome.context("running the scenarios")?;
+    if let Some(e) = log_error {
+        return Err(e).with_context(|| format!("writing {}", args.scenario_log.display()));
+    }
+    eprintln!(
+        "done: {} scenarios, {} frames ({} connections, {} datagrams) in {}",
+        records.map_or(0, |r| r.len()),
+        stats.frames_total,
+        stats.connections_total,
+        stats.datagrams_total,
+        args.pcap.display()
+    );
+    Ok(())
+}
