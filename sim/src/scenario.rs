@@ -61,7 +61,7 @@ pub struct ScenarioSpec {
     /// MITRE ATT&CK for ICS technique id.
     pub technique: &'static str,
     pub technique_name: &'static str,
-    /// The alerts it should raise, as `detector/kind`. `inventory/identity_changed` names a
+    /// The alerts it should raise, as `detector/kind`. `inventory/device_identity_changed` names a
     /// detector the collector does not have yet.
     pub expected: &'static [&'static str],
     /// Default duration, plant seconds.
@@ -185,7 +185,7 @@ pub const LIBRARY: &[ScenarioSpec] = &[
         description: "The tank PLC's firmware is replaced: its device identification (43/14) now reports revision 2.6.0-rc1 instead of 2.4.1; the engineering workstation's inventory reads it. The new revision stays.",
         technique: "T0839",
         technique_name: "Module Firmware",
-        expected: &["inventory/identity_changed"],
+        expected: &["inventory/device_identity_changed"],
         default_duration_s: 30,
     },
     ScenarioSpec {
