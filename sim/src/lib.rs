@@ -7,6 +7,10 @@
 //! them to a [`sink::FrameSink`] (a pcap file, or a channel into the agent's pipeline): no root,
 //! no capture device.
 //!
+//! On top of it, [`demo`] and [`drill`] run a whole deployment in-process ([`local`]: a
+//! throwaway [`pki`], the agent's pipeline and shipper in [`feed`], a real collector) or, for a
+//! drill, ship to a running collector and read its API and Alertmanager ([`http`]).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), mamori_sim::SimError> {
 //! use mamori_sim::{ChannelSink, Plant, PlantConfig};
@@ -27,9 +31,15 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod demo;
+pub mod drill;
 pub mod error;
+pub mod feed;
 pub mod frames;
 pub mod hmi;
+pub mod http;
+pub mod local;
+pub mod pki;
 pub mod plant;
 pub mod plc;
 pub mod process;

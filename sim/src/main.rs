@@ -1,4 +1,5 @@
-//! `mamori-sim`: run the simulated plant to a pcap, or list the scenario library.
+//! `mamori-sim`: run the simulated plant to a pcap, list the scenario library, run the
+//! in-process demo, or run a drill (locally or against a deployment).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -25,6 +26,46 @@ enum Command {
     Run(RunArgs),
     /// Print the scenario library.
     List,
+    /// Everything on this machine: collector, agent and plant in one process; learn, then
+    /// attack, and print each incident as it opens. Runs until Ctrl-C.
+    Demo(DemoArgs),
+    /// Run scenarios and report, per scenario, detection, time to detect and time to reach
+    /// Alertmanager, with the site marked as exercise.
+    Drill(mamori_sim::drill::DrillArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Where the database, certificates, API token and spool go (default: a temporary folder,
+    /// removed at exit).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Plant seconds per real second (learning and scenarios run this much faster).
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Learning period, seconds of plant time.
+    #[arg(long, default_value_t = 60.0)]
+    learn_seconds: f64,
+    /// Scenarios to run, in order, comma-separated (default: every attack of the library).
+    #[arg(long, value_delimiter = ',', value_name = "A,B")]
+    scenarios: Vec<String>,
+    /// Every scenario's duration, plant seconds (default: its own, at most 30).
+    #[arg(long)]
+    duration_seconds: Option<f64>,
+    /// Normal traffic after each scenario, plant seconds.
+    #[arg(long, default_value_t = 10.0)]
+    gap_seconds: f64,
+    /// Exit once the scenarios have run (tests, CI) instead of running until Ctrl-C.
+    #[arg(long)]
+    exit_after_attacks: bool,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Port of `/metrics` on 127.0.0.1 (a free one if taken).
+    #[arg(long, default_value_t = 9103)]
+    metrics_port: u16,
+    /// Port of the API on 127.0.0.1 (a free one if taken).
+    #[arg(long, default_value_t = 9104)]
+    api_port: u16,
 }
 
 #[derive(Debug, clap::Args)]
@@ -75,6 +116,39 @@ fn main() -> Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             runtime.block_on(run(args))
         }
+        Command::Demo(args) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let options = mamori_sim::demo::DemoOptions {
+                data_dir: args.data_dir,
+                speed: args.speed,
+                learn_seconds: args.learn_seconds,
+                scenarios: args.scenarios,
+                duration_seconds: args.duration_seconds,
+                gap_seconds: args.gap_seconds,
+                exit_after_attacks: args.exit_after_attacks,
+                seed: args.seed,
+                metrics_port: args.metrics_port,
+                api_port: args.api_port,
+            };
+            runtime
+                .block_on(mamori_sim::demo::run(options, ctrl_c()))
+                .map(|_| ())
+        }
+        Command::Drill(args) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let report = runtime.block_on(mamori_sim::drill::run_args(args, ctrl_c()))?;
+            if report.detected < report.total {
+                std::process::exit(2);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Resolves at Ctrl-C (never, if the signal cannot be watched).
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
