@@ -359,10 +359,12 @@ async fn incident_action(
                 return Ok(Err(ApiError(StatusCode::CONFLICT, why.into())));
             }
             s.save_incident(&inc)?;
-            Ok(Ok((inc, action)))
+            let open = s.open_incident_counts()?;
+            Ok(Ok((inc, action, open)))
         })
         .await??;
-    let (inc, action) = done;
+    let (inc, action, open) = done;
+    state.stats.set_open_incidents(&open);
     tracing::info!(incident = id, by = caller.name, action = ?action, "incident updated through the API");
     if let Some(hook) = &state.on_change {
         hook(&Change {

@@ -160,10 +160,15 @@ pub struct DetectionSection {
     /// (not wall time: a replayed capture learns over its own span). Default one day.
     #[serde(default = "default_learning_period_seconds")]
     pub learning_period_seconds: f64,
-    /// Stored batches waiting for the detection task; beyond it a batch is skipped by
-    /// detection (counted; its events stay in the database) and the intake is never held up.
+    /// Stored batches waiting for the detection task; beyond it a batch waits for room up
+    /// to `queue_wait_seconds`.
     #[serde(default = "default_detection_queue_batches")]
     pub queue_batches: u32,
+    /// A stored batch waits this long for room in the detection queue (its acknowledgement
+    /// waits with it, so agents slow down to what detection keeps up with); past it the
+    /// batch is skipped by detection (counted). 0: never wait. Default 10.
+    #[serde(default = "default_detection_queue_wait_seconds")]
+    pub queue_wait_seconds: f64,
     /// An alert joins an open incident about the same device or actor when it comes within
     /// this much event time of the incident's latest alert. Default 30 minutes.
     #[serde(default = "default_incident_window_seconds")]
@@ -182,6 +187,7 @@ impl Default for DetectionSection {
         DetectionSection {
             learning_period_seconds: default_learning_period_seconds(),
             queue_batches: default_detection_queue_batches(),
+            queue_wait_seconds: default_detection_queue_wait_seconds(),
             incident_window_seconds: default_incident_window_seconds(),
             max_assets_per_site: default_max_assets_per_site(),
             inventory_store_interval_seconds: default_inventory_store_interval_seconds(),
@@ -191,6 +197,9 @@ impl Default for DetectionSection {
 
 fn default_learning_period_seconds() -> f64 {
     86_400.0
+}
+fn default_detection_queue_wait_seconds() -> f64 {
+    10.0
 }
 fn default_detection_queue_batches() -> u32 {
     64
@@ -523,6 +532,18 @@ impl CollectorConfig {
                     format!("{v} is not a number of seconds in (0, 604800]"),
                 );
             }
+        }
+        if !(d.queue_wait_seconds.is_finite()
+            && d.queue_wait_seconds >= 0.0
+            && d.queue_wait_seconds <= 600.0)
+        {
+            bad(
+                "detection.queue_wait_seconds",
+                format!(
+                    "{} is not a number of seconds in [0, 600]",
+                    d.queue_wait_seconds
+                ),
+            );
         }
         if d.max_assets_per_site == 0 || d.max_assets_per_site > 1_000_000 {
             bad(

@@ -29,7 +29,7 @@ use crate::incident::{Asset, Criticality};
 use crate::incidents::{self, Change, Filing, Policy};
 use crate::inventory::{Inventory, asset_ip};
 use crate::stats::{self, IntakeStats};
-use crate::store::{IncidentQuery, Store, StoreError, StoreHandle, transaction};
+use crate::store::{Store, StoreError, StoreHandle, transaction};
 use mamori_models::detect::Severity;
 
 /// A stored batch on its way to detection.
@@ -48,14 +48,19 @@ pub type OnChange = Arc<dyn Fn(&Change) + Send + Sync>;
 #[derive(Debug)]
 pub(crate) struct DetectionQueue {
     tx: std::sync::Mutex<Option<mpsc::Sender<DetectBatch>>>,
+    /// How long a stored batch waits for room before detection skips it.
+    wait: Duration,
     stats: Arc<IntakeStats>,
     /// Whether a full queue has been logged (once per run; the counter has the rest).
     warned: AtomicBool,
 }
 
 impl DetectionQueue {
-    /// Hands a stored batch's events to detection without waiting.
-    pub(crate) fn submit(&self, site: &str, events: Vec<Event>, received_unix_ms: u64) {
+    /// Hands a stored batch's events to detection, waiting up to `queue_wait_seconds` for
+    /// room: the batch is durable already, only its acknowledgement waits, so agents slow
+    /// down to what detection keeps up with. Past the wait the batch is skipped by
+    /// detection (counted, logged once; its events stay stored).
+    pub(crate) async fn submit(&self, site: &str, events: Vec<Event>, received_unix_ms: u64) {
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(tx) = tx else { return };
         let batch = DetectBatch {
@@ -63,7 +68,9 @@ impl DetectionQueue {
             events,
             received_unix_ms,
         };
-        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(batch) {
+        if let Err(mpsc::error::SendTimeoutError::Timeout(_)) =
+            tx.send_timeout(batch, self.wait).await
+        {
             stats::add(&self.stats.detection_batches_skipped, 1);
             if !self.warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
@@ -215,6 +222,12 @@ struct Output {
     assets: Vec<Asset>,
     /// The earliest arrival of the batches behind these alerts (Unix ms).
     received_unix_ms: Option<u64>,
+}
+
+impl Output {
+    fn is_empty(&self) -> bool {
+        self.baselines.is_empty() && self.alerts.is_empty() && self.assets.is_empty()
+    }
 }
 
 #[derive(Debug)]
@@ -528,6 +541,8 @@ pub(crate) async fn start(
     let mut inventory =
         Inventory::new(usize::try_from(section.max_assets_per_site).unwrap_or(10_000));
     inventory.load(store.call(|s| s.assets(None)).await?);
+    // Incidents still open from before a restart count in the gauge from the start.
+    stats.set_open_incidents(&store.call(|s| s.open_incident_counts()).await?);
     let engine = Engine {
         config,
         // Validated: (0, a year], so whole microseconds fit.
@@ -557,9 +572,19 @@ pub(crate) async fn start(
         },
     };
     let interval = seconds(section.inventory_store_interval_seconds);
-    let task = tokio::spawn(run(engine, rx, control_rx, context, interval));
+    // Storing runs beside detecting: the engine goes on with the next batch while the last
+    // one's alerts wait their turn in the storage queue (shared with the intake).
+    let (out_tx, out_rx) = mpsc::channel(64);
+    let persister = tokio::spawn(persist_all(context, out_rx));
+    let task = tokio::spawn(async move {
+        run(engine, rx, control_rx, out_tx, interval).await;
+        if let Err(e) = persister.await {
+            tracing::error!(error = %e, "storing detections failed");
+        }
+    });
     let queue = DetectionQueue {
         tx: std::sync::Mutex::new(Some(tx)),
+        wait: seconds(section.queue_wait_seconds),
         stats,
         warned: AtomicBool::new(false),
     };
@@ -588,7 +613,7 @@ async fn run(
     mut engine: Engine,
     mut rx: mpsc::Receiver<DetectBatch>,
     mut control: mpsc::Receiver<Control>,
-    cx: Context,
+    persist: mpsc::Sender<(Output, u64)>,
     interval: Duration,
 ) {
     let mut timer = tokio::time::interval(interval);
@@ -661,12 +686,25 @@ async fn run(
                 }
             },
         }
-        persist(&cx, out, now).await;
+        if out.is_empty() {
+            continue;
+        }
+        if persist.send((out, now)).await.is_err() {
+            tracing::error!("the detection store task is gone; detection stopped");
+            return;
+        }
     }
     let mut out = Output::default();
     let now = unix_ms();
     engine.drain_all(now, &mut out);
-    persist(&cx, out, now).await;
+    let _ = persist.send((out, now)).await;
+}
+
+/// Stores what detection produced, in order, until detection ends.
+async fn persist_all(cx: Context, mut rx: mpsc::Receiver<(Output, u64)>) {
+    while let Some((out, now)) = rx.recv().await {
+        persist(&cx, out, now).await;
+    }
 }
 
 /// How long a write waits for room in the storage queue (shared with the intake) before it
@@ -822,16 +860,7 @@ fn file_all(
         }
     }
     if !alerts.is_empty() {
-        for inc in s.incidents(&IncidentQuery {
-            site: None,
-            statuses: vec![
-                crate::incident::IncidentStatus::Open,
-                crate::incident::IncidentStatus::Acknowledged,
-            ],
-            limit: u32::MAX,
-        })? {
-            *filed.open.entry(inc.severity).or_default() += 1;
-        }
+        filed.open = s.open_incident_counts()?;
     }
     Ok(filed)
 }

@@ -964,7 +964,7 @@ async fn receive(
     };
     stats::add(&intake.stats.received_bytes, body.len() as u64);
     let cap = intake.limits.max_decompressed_bytes;
-    let events = tokio::task::spawn_blocking(move || decode(&body, cap))
+    let (events, body) = tokio::task::spawn_blocking(move || decode(&body, cap).map(|e| (e, body)))
         .await
         .map_err(|e| {
             refusal(
@@ -996,13 +996,15 @@ async fn receive(
         created_unix_ms,
         received_unix_ms: unix_ms(),
         events,
+        body: Vec::from(body),
     };
     match intake.store.store_batch_returning(batch).await {
         Ok((Stored::New { out_of_order }, batch)) => {
             // Durable: acknowledged now, detected later (the queue never holds this up).
             intake
                 .detection
-                .submit(site, batch.events, batch.received_unix_ms);
+                .submit(site, batch.events, batch.received_unix_ms)
+                .await;
             stats::add(&intake.stats.batches_stored, 1);
             stats::add(&intake.stats.events_stored, n_events);
             if let Some(s) = site_stats {
@@ -1066,7 +1068,7 @@ fn decode(body: &[u8], cap: u64) -> Result<Vec<Event>, DecodeError> {
         .enumerate()
         .filter(|(_, line)| !line.is_empty())
         .map(|(n, line)| {
-            serde_json::from_slice(line).map_err(|e| DecodeError::Line(n + 1, e.to_string()))
+            Event::from_json_slice(line).map_err(|e| DecodeError::Line(n + 1, e.to_string()))
         })
         .collect()
 }

@@ -202,15 +202,15 @@ pub struct ApiStats {
 }
 
 /// Upper bounds (seconds) of the alert-latency histogram buckets.
-pub const LATENCY_BUCKETS_SECONDS: [f64; 12] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+pub const LATENCY_BUCKETS_SECONDS: [f64; 13] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 /// A fixed-bucket histogram (cumulative counts are made when exported).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LatencyBuckets {
     /// Per bucket of [`LATENCY_BUCKETS_SECONDS`], then one for larger values.
-    pub counts: [u64; 13],
+    pub counts: [u64; 14],
     pub sum_seconds: f64,
     pub count: u64,
 }

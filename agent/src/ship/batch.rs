@@ -187,7 +187,7 @@ pub fn decode_body(body: &[u8], max_decompressed_bytes: u64) -> Result<Vec<Event
         .enumerate()
         .filter(|(_, line)| !line.is_empty())
         .map(|(n, line)| {
-            serde_json::from_slice(line)
+            Event::from_json_slice(line)
                 .map_err(|e| ShipError::Decode(format!("line {}: {e}", n + 1)))
         })
         .collect()

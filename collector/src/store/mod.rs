@@ -27,6 +27,8 @@ pub enum StoreError {
     NewerSchema { found: u32, known: u32 },
     #[error("encoding an event: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("a batch body: {0}")]
+    Body(String),
     #[error("a value out of the storable range: {0}")]
     OutOfRange(&'static str),
     #[error("the storage queue is full")]
@@ -50,6 +52,10 @@ pub struct IncomingBatch {
     pub received_unix_ms: u64,
     /// The events, in the agent's order.
     pub events: Vec<Event>,
+    /// The body as received: gzip of the events' JSON Lines (the intake parsed it into
+    /// `events`). Stored as is, so raw events cost the store one compressed write per batch;
+    /// empty: the store encodes and compresses `events` itself.
+    pub body: Vec<u8>,
 }
 
 /// What storing a batch did.
@@ -69,8 +75,10 @@ pub trait Store: Send + 'static {
     /// SQLite's `synchronous=FULL`, a power loss): only then may the batch be acknowledged.
     fn store_batch(&mut self, batch: &IncomingBatch) -> Result<Stored, StoreError>;
 
-    /// Deletes up to `limit` raw events whose own time is before `cutoff_unix_us`; returns
-    /// how many. Batch records stay (they are the deduplication memory).
+    /// Deletes raw events whose own time is before `cutoff_unix_us`, about `limit` at a
+    /// time; returns how many. Events are stored per batch, so a batch's events go together
+    /// once its newest event is past the cutoff. Batch records stay (they are the
+    /// deduplication memory).
     fn expire_events(&mut self, cutoff_unix_us: i64, limit: u32) -> Result<u64, StoreError>;
 
     /// Stores a site's baseline (the JSON of `mamori_models::detect::Baseline`), learned now.
@@ -121,6 +129,11 @@ pub trait Store: Send + 'static {
 
     /// Incidents, newest first.
     fn incidents(&mut self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError>;
+
+    /// Incidents not resolved (open or acknowledged), counted by severity.
+    fn open_incident_counts(
+        &mut self,
+    ) -> Result<std::collections::BTreeMap<mamori_models::detect::Severity, u64>, StoreError>;
 
     /// Stored alerts, newest first.
     fn alerts(&mut self, query: &AlertQuery) -> Result<Vec<StoredAlert>, StoreError>;
