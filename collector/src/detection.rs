@@ -735,8 +735,8 @@ struct Filed {
     changes: Vec<Change>,
     /// New alerts by (detector, severity).
     new_alerts: BTreeMap<(&'static str, &'static str), u64>,
-    /// Open and acknowledged incidents by severity, after this step.
-    open: BTreeMap<Severity, u64>,
+    /// Open and acknowledged incidents by severity, after this step (when it filed alerts).
+    open: Option<BTreeMap<Severity, u64>>,
     opened: u64,
 }
 
@@ -777,7 +777,9 @@ async fn persist(cx: &Context, out: Output, now_ms: u64) {
             for ((detector, severity), k) in &filed.new_alerts {
                 stats.add_alerts(detector, severity, *k);
             }
-            stats.set_open_incidents(&filed.open);
+            if let Some(open) = &filed.open {
+                stats.set_open_incidents(open);
+            }
             stats::add(&stats.incidents_opened, filed.opened);
             if let Some(received) = out.received_unix_ms {
                 stats.observe_alert_latency(unix_ms().saturating_sub(received));
@@ -860,7 +862,7 @@ fn file_all(
         }
     }
     if !alerts.is_empty() {
-        filed.open = s.open_incident_counts()?;
+        filed.open = Some(s.open_incident_counts()?);
     }
     Ok(filed)
 }

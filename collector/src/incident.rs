@@ -99,6 +99,10 @@ pub struct Incident {
     pub asset: Option<String>,
     /// One plain sentence: the most severe alert's summary.
     pub title: String,
+    /// What opened it: the first alert's kind (`new_host`, `missing_polls`...). Stable for
+    /// the incident's life, so responders' tools can key on it.
+    #[serde(default)]
+    pub kind: String,
     /// From the alerts' severities, raised by the asset's criticality.
     pub severity: Severity,
     pub status: IncidentStatus,
@@ -106,6 +110,11 @@ pub struct Incident {
     pub first_seen: Timestamp,
     /// Event time of the latest occurrence of any of its alerts.
     pub last_seen: Timestamp,
+    /// Event time of the newest alert that joined it (not of repeats of those already in):
+    /// new alerts join while they come within the grouping window of this. Absent in
+    /// incidents stored before it existed (`last_seen` stands in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_joined: Option<Timestamp>,
     /// When the collector opened it (wall time, Unix ms): `detected - first_seen` is the
     /// time to detect when the events are live.
     pub detected_unix_ms: u64,

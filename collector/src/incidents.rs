@@ -1,7 +1,9 @@
 //! Grouping alerts into incidents, and an incident's lifecycle.
 //!
 //! An alert joins an incident of its site (open or acknowledged, same exercise flag) when
-//! its first occurrence is within `group_window` of the incident's activity and it concerns
+//! its first occurrence is within `group_window` of the newest alert that joined the
+//! incident (repeats of an alert already in do not stretch the window, or a value that keeps
+//! drifting would hold its incident open forever and swallow every later finding) and it concerns
 //! the same device (its asset or destination is among the incident's assets), or comes from
 //! one of the incident's actors (a host behind a novelty or protocol finding: the scanner,
 //! the rogue writer). Otherwise it opens a new incident. Known clients (the HMI) are not
@@ -219,7 +221,8 @@ pub fn file(
             inc.exercise == exercise
                 && ts
                     <= inc
-                        .last_seen
+                        .last_joined
+                        .unwrap_or(inc.last_seen)
                         .as_micros()
                         .saturating_add(policy.group_window_us)
                 && ts
@@ -241,10 +244,12 @@ pub fn file(
                 site: site.to_owned(),
                 asset: alert.asset.clone().or_else(|| t.clone()),
                 title: alert.summary.clone(),
+                kind: alert.kind.clone(),
                 severity: weighed,
                 status: IncidentStatus::Open,
                 first_seen: alert.ts,
                 last_seen: alert.last_ts,
+                last_joined: Some(alert.ts),
                 detected_unix_ms: now_ms,
                 acknowledged_unix_ms: None,
                 acknowledged_by: None,
@@ -273,6 +278,7 @@ pub fn file(
         what = ChangeKind::Escalated;
     }
     inc.alert_count += 1;
+    inc.last_joined = Some(inc.last_joined.map_or(alert.ts, |t| t.max(alert.ts)));
     inc.first_seen = inc.first_seen.min(alert.ts);
     inc.last_seen = inc.last_seen.max(alert.last_ts);
     inc.detectors.insert(alert.detector.as_str().to_owned());
@@ -564,6 +570,39 @@ mod tests {
         assert_eq!(again[0].incident.status, IncidentStatus::Open);
         assert_eq!(again[0].incident.severity, Severity::High);
         assert_eq!(again[0].incident.alert_count, 1);
+    }
+
+    #[test]
+    fn repeats_of_one_alert_do_not_hold_its_incident_open_to_new_findings() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let mut drift = alert(
+            0,
+            DetectorName::ProcessValue,
+            "value_out_of_envelope",
+            "10.0.0.10",
+            "10.0.0.21",
+        );
+        let first = file_all(&mut store, std::slice::from_ref(&drift));
+        // The drifting value keeps repeating for two hours: one alert, growing.
+        drift.count = 700;
+        drift.last_ts = drift.last_ts.saturating_add_micros(7_200_000_000);
+        let grown = file_all(&mut store, &[drift]);
+        assert_eq!(grown[0].incident.id, first[0].incident.id);
+        assert_eq!(grown[0].incident.kind, "value_out_of_envelope");
+        // A new finding on the same PLC two hours later is a new incident.
+        let later = file_all(
+            &mut store,
+            &[alert(
+                7_200,
+                DetectorName::PollingCycle,
+                "missing_polls",
+                "10.0.0.10",
+                "10.0.0.21",
+            )],
+        );
+        assert_eq!(later[0].what, ChangeKind::Opened);
+        assert_ne!(later[0].incident.id, first[0].incident.id);
     }
 
     #[test]

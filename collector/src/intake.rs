@@ -1137,7 +1137,9 @@ fn notice(c: &crate::incidents::Change, links: &str) -> crate::notify::Notice {
         asset: i.asset.clone(),
         severity: i.severity,
         detector: detectors.first().copied().unwrap_or("").to_owned(),
-        kind: c.what.as_str().to_owned(),
+        // The incident's own kind: a label of Alertmanager's alert identity, so it must not
+        // change with each update (the change itself is the webhook's `event`).
+        kind: i.kind.clone(),
         summary: i.title.clone(),
         description: format!(
             "Incident {} at site {} ({}, {}): {} alert(s) from {} since {} (event time); devices: {}.",

@@ -210,9 +210,17 @@ async fn learns_then_alerts_on_a_rogue_write_and_resumes_detection_after_a_resta
         "{:?}",
         alerts(&db)
     );
-    let text = tokio::task::spawn_blocking(move || scrape(metrics))
-        .await
-        .unwrap();
+    // Counters follow the database by a moment (they are set once the transaction is in).
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = tokio::task::spawn_blocking(move || scrape(metrics))
+            .await
+            .unwrap();
+        if value(&text, "mamori_incidents_opened_total") == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     assert_eq!(
         value(&text, &format!(r#"mamori_learning{{site="{SITE}"}}"#)),
         Some(0.0)

@@ -169,6 +169,8 @@ pub fn ordinary() -> IncidentDetail {
     IncidentDetail {
         incident: Incident {
             actors: Default::default(),
+            kind: "new_host".into(),
+            last_joined: None,
             id: 7,
             site: "plant-north".into(),
             asset: Some("10.0.0.5/1".into()),
@@ -279,6 +281,8 @@ pub fn no_assets() -> IncidentDetail {
     IncidentDetail {
         incident: Incident {
             actors: Default::default(),
+            kind: "new_host".into(),
+            last_joined: None,
             id: 10,
             site: "plant-north".into(),
             asset: None,

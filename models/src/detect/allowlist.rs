@@ -15,6 +15,7 @@ use super::alert::{AlertBook, DetectorName, Raise, Severity, evidence};
 use super::modbus::{FunctionClass, Table, accesses, event_severity};
 use super::{Limits, Overflow, Scope};
 use crate::event::{FlowEvent, ModbusEvent, Transport};
+use crate::time::Timestamp;
 
 /// A client→server path at the transport level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -132,6 +133,21 @@ impl AllowlistBaseline {
     pub(crate) fn learn_modbus(&mut self, ev: &ModbusEvent, limits: &Limits, over: &mut Overflow) {
         self.learn_host(ev.src_ip, limits, over);
         self.learn_host(ev.dst_ip, limits, over);
+        // The transaction proves the TCP path even when its connection outlives the learning
+        // (its flow record comes at the end): known, with no completed flow counted.
+        let path = PathKey {
+            client: ev.src_ip,
+            server: ev.dst_ip,
+            transport: Transport::Tcp,
+            port: ev.dst_port,
+        };
+        if !self.paths.contains_key(&path) {
+            if self.paths.len() < limits.max_paths {
+                self.paths.insert(path, 0);
+            } else {
+                over.paths += 1;
+            }
+        }
         let key = FunctionKey {
             client: ev.src_ip,
             server: ev.dst_ip,
@@ -285,7 +301,21 @@ pub(crate) struct Novelty {
 pub(crate) struct AllowlistDetector;
 
 impl AllowlistDetector {
-    pub(crate) fn flow(base: &AllowlistBaseline, f: &FlowEvent, book: &mut AlertBook) {
+    /// `learned_until`: the last event time of the learning. A flow that began by then and
+    /// ended after it was open while the site learned (an HMI's connection that stays up for
+    /// days, a syslog stream that never idles): it is part of the normal traffic even though
+    /// its record, written when it ended, came too late for the learner. (A flow that both
+    /// began and ended inside the learned span, but was never learned, is judged as usual: a
+    /// baseline may be learned from other captures of other times.)
+    pub(crate) fn flow(
+        base: &AllowlistBaseline,
+        learned_until: Option<Timestamp>,
+        f: &FlowEvent,
+        book: &mut AlertBook,
+    ) {
+        if learned_until.is_some_and(|until| f.ts <= until && until <= f.end_ts) {
+            return;
+        }
         let src_known = base.knows_host(f.src_ip);
         let dst_known = base.knows_host(f.dst_ip);
         let group_dst = is_group_address(f.dst_ip);

@@ -482,7 +482,12 @@ impl Detector {
                     .observe(&self.baseline.protocol, e, novelty, &mut self.book);
             }
             Event::Flow(f) => {
-                allowlist::AllowlistDetector::flow(&self.baseline.allowlist, f, &mut self.book);
+                allowlist::AllowlistDetector::flow(
+                    &self.baseline.allowlist,
+                    self.baseline.learned.last_ts,
+                    f,
+                    &mut self.book,
+                );
                 self.windows.flow(f);
             }
             Event::Syslog(s) => self
