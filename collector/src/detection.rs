@@ -403,6 +403,9 @@ impl Engine {
                     }
                 }
                 tracing::info!(site, "learning again, from the next event");
+                if let Some(st) = self.stats.site(site) {
+                    st.set_baseline_bytes(0);
+                }
                 self.sites.insert(
                     site.to_owned(),
                     SiteState::Learning {
@@ -521,6 +524,9 @@ pub(crate) async fn start(
         match detector {
             Ok(d) => {
                 tracing::info!(site, "baseline loaded: detecting");
+                if let Some(s) = stats.site(&site) {
+                    s.set_baseline_bytes(json.len() as u64);
+                }
                 states.insert(
                     site,
                     SiteState::Detecting {
@@ -749,7 +755,12 @@ async fn persist(cx: &Context, out: Output, now_ms: u64) {
         })
         .await
         {
-            Ok(()) => stats::add(&stats.baselines_stored, 1),
+            Ok(()) => {
+                stats::add(&stats.baselines_stored, 1);
+                if let Some(s) = stats.site(&site) {
+                    s.set_baseline_bytes(json.len() as u64);
+                }
+            }
             Err(e) => tracing::error!(
                 site,
                 error = %e,

@@ -28,6 +28,7 @@ pub mod names {
     pub const COLLECTOR_BUILD_INFO: &str = "mamori_collector_build_info";
     pub const ALERTS_TOTAL: &str = "mamori_alerts_total";
     pub const LEARNING: &str = "mamori_learning";
+    pub const BASELINE_BYTES: &str = "mamori_baseline_bytes";
     pub const BASELINES_STORED_TOTAL: &str = "mamori_baselines_stored_total";
     pub const DETECTION_BATCHES_SKIPPED_TOTAL: &str = "mamori_detection_batches_skipped_total";
     pub const INCIDENTS_OPEN: &str = "mamori_incidents_open";
@@ -58,6 +59,7 @@ pub struct CollectorMetrics {
     storage_bytes: IntGauge,
     alerts: IntCounterVec,
     learning: IntGaugeVec,
+    baseline_bytes: IntGaugeVec,
     baselines_stored: IntCounterVec,
     detection_skipped: IntCounterVec,
     incidents_open: IntGaugeVec,
@@ -109,6 +111,14 @@ impl CollectorMetrics {
             &["site"],
         )?;
         r.register(Box::new(learning.clone()))?;
+        let baseline_bytes = IntGaugeVec::new(
+            Opts::new(
+                BASELINE_BYTES,
+                "Size of the baseline a site detects with (its JSON), bytes; 0 while it has none.",
+            ),
+            &["site"],
+        )?;
+        r.register(Box::new(baseline_bytes.clone()))?;
         let incidents_open = IntGaugeVec::new(
             Opts::new(
                 INCIDENTS_OPEN,
@@ -175,6 +185,7 @@ impl CollectorMetrics {
                 &["detector", "severity"],
             )?,
             learning,
+            baseline_bytes,
             baselines_stored: counter(
                 &r,
                 BASELINES_STORED_TOTAL,
@@ -258,6 +269,10 @@ impl CollectorMetrics {
             self.learning
                 .with_label_values(&[site])
                 .set(i64::from(st.learning));
+            set_gauge(
+                &self.baseline_bytes.with_label_values(&[site]),
+                st.baseline_bytes,
+            );
             if st.last_seen_unix_ms > 0 {
                 self.last_seen
                     .with_label_values(&[site])

@@ -32,9 +32,16 @@ pub struct SiteStats {
     last_seen_unix_ms: AtomicU64,
     /// Online detection: the site is learning its baseline (no baseline yet).
     learning: AtomicBool,
+    /// Size of the site's baseline in use (its JSON), bytes; 0: none yet.
+    baseline_bytes: AtomicU64,
 }
 
 impl SiteStats {
+    /// Records the size of the baseline the site detects with.
+    pub fn set_baseline_bytes(&self, bytes: u64) {
+        self.baseline_bytes.store(bytes, Ordering::Relaxed);
+    }
+
     /// Records whether the site is learning (`true`) or detecting.
     pub fn set_learning(&self, learning: bool) {
         self.learning.store(learning, Ordering::Relaxed);
@@ -62,6 +69,7 @@ impl SiteStats {
             events_stored_total: self.events.each_ref().map(|c| c.load(Ordering::Relaxed)),
             last_seen_unix_ms: self.last_seen_unix_ms.load(Ordering::Relaxed),
             learning: self.learning(),
+            baseline_bytes: self.baseline_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -75,6 +83,8 @@ pub struct SiteStatsSnapshot {
     pub last_seen_unix_ms: u64,
     /// Online detection: learning its baseline (`true`) or detecting.
     pub learning: bool,
+    /// Size of the baseline in use, bytes; 0: none yet.
+    pub baseline_bytes: u64,
 }
 
 /// Why a connection or a request was refused: a small, fixed set (a metric label).

@@ -260,6 +260,11 @@ async fn learns_then_alerts_on_a_rogue_write_and_resumes_detection_after_a_resta
         .sum();
     assert_eq!(open, 1.0, "{text}");
     assert_eq!(value(&text, "mamori_incidents_opened_total"), Some(1.0));
+    assert!(
+        value(&text, &format!(r#"mamori_baseline_bytes{{site="{SITE}"}}"#))
+            .is_some_and(|b| b > 100.0),
+        "{text}"
+    );
     assert!(value(&text, "mamori_alert_latency_seconds_count").is_some_and(|n| n >= 1.0));
     let incidents = collector
         .store()
