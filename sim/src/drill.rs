@@ -209,6 +209,9 @@ pub enum Target {
     Local {
         data_dir: Option<PathBuf>,
         learn_seconds: f64,
+        /// The collector's `/metrics` port on 127.0.0.1 (0: any free one), so a Prometheus
+        /// can scrape the drill.
+        metrics_port: u16,
     },
     Deployment {
         api: String,
@@ -250,6 +253,7 @@ impl DrillOptions {
             (None, true) => Target::Local {
                 data_dir: a.data_dir.clone(),
                 learn_seconds: a.learn_seconds,
+                metrics_port: 0,
             },
             _ => bail!("say where to drill: --local, or --against URL"),
         };
@@ -499,6 +503,7 @@ pub async fn run(options: DrillOptions) -> Result<DrillReport> {
         Target::Local {
             data_dir,
             learn_seconds,
+            metrics_port,
         } => {
             let (dir, guard) = data_folder(data_dir.clone())?;
             _guard = guard;
@@ -508,7 +513,7 @@ pub async fn run(options: DrillOptions) -> Result<DrillReport> {
                 site: LOCAL_SITE.to_owned(),
                 learning_period_seconds: learn_seconds / options.speed,
                 incident_window_seconds: (gap_event_s * 0.8).max(0.5),
-                metrics_port: 0,
+                metrics_port: *metrics_port,
                 api_port: 0,
                 alertmanager: options.alertmanager.iter().cloned().collect(),
                 on_change: None,
