@@ -40,11 +40,13 @@ struct DemoArgs {
     /// removed at exit).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Plant seconds per real second (learning and scenarios run this much faster).
-    #[arg(long, default_value_t = 1.0)]
+    /// Plant seconds per real second (learning and scenarios run this much faster). The
+    /// default, 5, learns ten minutes of plant time in two: a shorter baseline sees too few
+    /// of a tank's levels and flags normal drift.
+    #[arg(long, default_value_t = 5.0)]
     speed: f64,
     /// Learning period, seconds of plant time.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 600.0)]
     learn_seconds: f64,
     /// Scenarios to run, in order, comma-separated (default: every attack of the library).
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
