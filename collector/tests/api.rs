@@ -5,14 +5,14 @@
 
 mod common;
 
-use common::{Pki, SERVER_NAME, value};
+use common::{Pki, shipper_config, value};
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use mamori_agent::ship::{Shipper, ShipperConfig};
+use mamori_agent::ship::Shipper;
 use mamori_collector::{Collector, CollectorConfig};
 use mamori_models::Event;
 use serde_json::Value;
@@ -75,22 +75,6 @@ scopes = ["read", "write"]
     );
     let c = CollectorConfig::parse(&text).unwrap();
     c.validate(Path::new("test.toml")).unwrap();
-    c
-}
-
-fn agent_config(pki: &Pki, addr: SocketAddr, spool: &Path) -> ShipperConfig {
-    let (cert, key) = pki.agent(AGENT);
-    let mut c = ShipperConfig::new(
-        AGENT,
-        addr.to_string(),
-        SERVER_NAME,
-        pki.ca_file(),
-        cert,
-        key,
-        spool,
-    );
-    c.max_batch_events = 10;
-    c.flush_interval_seconds = 0.05;
     c
 }
 
@@ -218,8 +202,13 @@ async fn incidents_lifecycle_exports_modes_and_assets_through_the_api() {
 
     // Learn 60 s of polls (and the PLC's identity), then a firmware change and a rogue write.
     let spool = tempfile::tempdir().unwrap();
-    let shipper =
-        Shipper::start(&agent_config(&pki, collector.local_addr(), spool.path())).unwrap();
+    let shipper = Shipper::start(&shipper_config(
+        &pki,
+        AGENT,
+        collector.local_addr(),
+        spool.path(),
+    ))
+    .unwrap();
     shipper.push(&device_id(0, "1.0")).await.unwrap();
     for s in 1..70u32 {
         shipper.push(&poll(s)).await.unwrap();

@@ -7,14 +7,14 @@
 
 mod common;
 
-use common::{Pki, SERVER_NAME, value, wait_until};
+use common::{Pki, shipper_config, value, wait_until};
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use mamori_agent::ship::{Shipper, ShipperConfig};
+use mamori_agent::ship::Shipper;
 use mamori_collector::{Collector, CollectorConfig};
 use mamori_models::Event;
 
@@ -59,24 +59,6 @@ inventory_store_interval_seconds = 0.1
     );
     let c = CollectorConfig::parse(&text).unwrap();
     c.validate(Path::new("test.toml")).unwrap();
-    c
-}
-
-fn agent_config(pki: &Pki, addr: SocketAddr, spool: &Path) -> ShipperConfig {
-    let (cert, key) = pki.agent(AGENT);
-    let mut c = ShipperConfig::new(
-        AGENT,
-        addr.to_string(),
-        SERVER_NAME,
-        pki.ca_file(),
-        cert,
-        key,
-        spool,
-    );
-    c.max_batch_events = 10;
-    c.flush_interval_seconds = 0.05;
-    c.reconnect_initial_seconds = 0.02;
-    c.reconnect_max_seconds = 0.2;
     c
 }
 
@@ -188,8 +170,13 @@ async fn learns_then_alerts_on_a_rogue_write_and_resumes_detection_after_a_resta
 
     // 90 s of a 1 s poll: learning ends at 60 s (event time), detection sees the rest.
     let spool = tempfile::tempdir().unwrap();
-    let shipper =
-        Shipper::start(&agent_config(&pki, collector.local_addr(), spool.path())).unwrap();
+    let shipper = Shipper::start(&shipper_config(
+        &pki,
+        AGENT,
+        collector.local_addr(),
+        spool.path(),
+    ))
+    .unwrap();
     for s in 0..90u32 {
         shipper.push(&poll(s, s as u16)).await.unwrap();
     }
@@ -301,8 +288,13 @@ async fn learns_then_alerts_on_a_rogue_write_and_resumes_detection_after_a_resta
     );
     // The same spool: the agent's sequence goes on (a fresh one would resend sequence 1,
     // a duplicate the collector does not store again).
-    let shipper =
-        Shipper::start(&agent_config(&pki, collector.local_addr(), spool.path())).unwrap();
+    let shipper = Shipper::start(&shipper_config(
+        &pki,
+        AGENT,
+        collector.local_addr(),
+        spool.path(),
+    ))
+    .unwrap();
     shipper.push(&poll(200, 200)).await.unwrap();
     shipper.push(&rogue_write(201, "10.0.0.77")).await.unwrap();
     wait_until(

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Pki, SERVER_NAME, event, wait_until};
+use common::{Pki, SERVER_NAME, event, shipper_config, wait_until};
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use mamori_agent::ship::{Shipper, ShipperConfig};
+use mamori_agent::ship::Shipper;
 use mamori_collector::{Collector, CollectorConfig, RefusalReason, SqliteStore};
 use mamori_models::Event;
 use rustls::pki_types::ServerName;
@@ -73,26 +73,6 @@ fn collector_config(pki: &Pki, listen: SocketAddr, db: &Path, extra: &str) -> Co
     let text = collector_toml(pki, listen, db, extra);
     let c = CollectorConfig::parse(&text).unwrap();
     c.validate(Path::new("test.toml")).unwrap();
-    c
-}
-
-fn agent_config(pki: &Pki, agent: &str, addr: SocketAddr, spool: &Path) -> ShipperConfig {
-    let (cert, key) = pki.agent(agent);
-    let mut c = ShipperConfig::new(
-        agent,
-        addr.to_string(),
-        SERVER_NAME,
-        pki.ca_file(),
-        cert,
-        key,
-        spool,
-    );
-    c.max_batch_events = 10;
-    c.flush_interval_seconds = 0.05;
-    c.reconnect_initial_seconds = 0.02;
-    c.reconnect_max_seconds = 0.2;
-    c.connect_timeout_seconds = 2.0;
-    c.request_timeout_seconds = 2.0;
     c
 }
 
@@ -197,8 +177,8 @@ async fn two_agents_every_event_stored_once_in_order_under_its_site() {
         .unwrap();
     let addr = collector.local_addr();
     let (spool1, spool2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a1 = Shipper::start(&agent_config(&pki, AGENT_1, addr, spool1.path())).unwrap();
-    let a2 = Shipper::start(&agent_config(&pki, AGENT_2, addr, spool2.path())).unwrap();
+    let a1 = Shipper::start(&shipper_config(&pki, AGENT_1, addr, spool1.path())).unwrap();
+    let a2 = Shipper::start(&shipper_config(&pki, AGENT_2, addr, spool2.path())).unwrap();
     for id in 0..500 {
         a1.push(&event(id)).await.unwrap();
         a2.push(&event(10_000 + id)).await.unwrap();
@@ -242,7 +222,8 @@ async fn bad_input_is_refused_and_counted_while_a_good_agent_is_served() {
 
     // A well-behaved agent sends all along.
     let spool = tempfile::tempdir().unwrap();
-    let good = Arc::new(Shipper::start(&agent_config(&pki, AGENT_1, addr, spool.path())).unwrap());
+    let good =
+        Arc::new(Shipper::start(&shipper_config(&pki, AGENT_1, addr, spool.path())).unwrap());
     let stop = Arc::new(AtomicBool::new(false));
     let pushed = Arc::new(AtomicU64::new(0));
     let producer = {
@@ -433,7 +414,7 @@ async fn collector_killed_with_sigkill_while_agents_send_loses_nothing() {
     let agents: Vec<Arc<Shipper>> = [AGENT_1, AGENT_2]
         .iter()
         .zip(&spools)
-        .map(|(a, s)| Arc::new(Shipper::start(&agent_config(&pki, a, addr, s.path())).unwrap()))
+        .map(|(a, s)| Arc::new(Shipper::start(&shipper_config(&pki, a, addr, s.path())).unwrap()))
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
     let pushed = Arc::new(AtomicU64::new(0));
@@ -585,7 +566,7 @@ async fn raw_events_past_the_retention_are_deleted_and_batch_records_kept() {
     let collector = Collector::start(&config).await.unwrap();
     let stats = collector.stats();
     let spool = tempfile::tempdir().unwrap();
-    let agent = Shipper::start(&agent_config(
+    let agent = Shipper::start(&shipper_config(
         &pki,
         AGENT_1,
         collector.local_addr(),

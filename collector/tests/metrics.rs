@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Pki, SERVER_NAME, event, value};
+use common::{Pki, SERVER_NAME, event, shipper_config, value};
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mamori_agent::ship::{Shipper, ShipperConfig};
+use mamori_agent::ship::Shipper;
 use mamori_collector::{Collector, CollectorConfig, RefusalReason};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,26 +66,6 @@ listen = "127.0.0.1:0"
     );
     let c = CollectorConfig::parse(&text).unwrap();
     c.validate(Path::new("test.toml")).unwrap();
-    c
-}
-
-fn agent_config(pki: &Pki, agent: &str, addr: SocketAddr, spool: &Path) -> ShipperConfig {
-    let (cert, key) = pki.agent(agent);
-    let mut c = ShipperConfig::new(
-        agent,
-        addr.to_string(),
-        SERVER_NAME,
-        pki.ca_file(),
-        cert,
-        key,
-        spool,
-    );
-    c.max_batch_events = 10;
-    c.flush_interval_seconds = 0.05;
-    c.reconnect_initial_seconds = 0.02;
-    c.reconnect_max_seconds = 0.2;
-    c.connect_timeout_seconds = 2.0;
-    c.request_timeout_seconds = 2.0;
     c
 }
 
@@ -172,8 +152,8 @@ async fn collector_with_traffic(pki: &Pki, db: &Path) -> (Collector, u64) {
     let collector = Collector::start(&collector_config(pki, db)).await.unwrap();
     let addr = collector.local_addr();
     let (s1, s2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a1 = Shipper::start(&agent_config(pki, AGENT_1, addr, s1.path())).unwrap();
-    let a2 = Shipper::start(&agent_config(pki, AGENT_2, addr, s2.path())).unwrap();
+    let a1 = Shipper::start(&shipper_config(pki, AGENT_1, addr, s1.path())).unwrap();
+    let a2 = Shipper::start(&shipper_config(pki, AGENT_2, addr, s2.path())).unwrap();
     for id in 0..25 {
         a1.push(&event(id)).await.unwrap();
     }

@@ -1,5 +1,6 @@
-//! What the collector's integration tests share: a test PKI (rcgen), flow events numbered by
-//! an id, polling until a condition holds, and reading a series from `/metrics` text.
+//! What the collector's integration tests share: a test PKI (rcgen), an agent shipper's
+//! configuration for it, flow events numbered by an id, polling until a condition holds, and
+//! reading a series from `/metrics` text.
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -7,7 +8,8 @@
     clippy::indexing_slicing
 )]
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -127,4 +129,31 @@ pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() ->
 pub fn value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A shipper for `agent` with certificates from `pki`, sending to `addr`: small batches,
+/// flushed every 50 ms, reconnecting fast, short timeouts (tests, not a plant).
+pub fn shipper_config(
+    pki: &Pki,
+    agent: &str,
+    addr: SocketAddr,
+    spool: &Path,
+) -> mamori_agent::ship::ShipperConfig {
+    let (cert, key) = pki.agent(agent);
+    let mut c = mamori_agent::ship::ShipperConfig::new(
+        agent,
+        addr.to_string(),
+        SERVER_NAME,
+        pki.ca_file(),
+        cert,
+        key,
+        spool,
+    );
+    c.max_batch_events = 10;
+    c.flush_interval_seconds = 0.05;
+    c.reconnect_initial_seconds = 0.02;
+    c.reconnect_max_seconds = 0.2;
+    c.connect_timeout_seconds = 2.0;
+    c.request_timeout_seconds = 2.0;
+    c
 }
