@@ -33,7 +33,8 @@ enum Command {
         config: PathBuf,
     },
     /// Check a configuration file: every problem is reported (file, key, reason); exits
-    /// non-zero when there is one. Opens nothing and writes nothing.
+    /// non-zero when there is one. Reads the certificate files it names; opens no socket or
+    /// capture and writes nothing.
     CheckConfig {
         #[arg(value_name = "FILE")]
         file: PathBuf,
