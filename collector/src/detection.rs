@@ -267,34 +267,49 @@ impl Engine {
             }
             self.observe_one(&site, event, out);
         }
-        if let Some(SiteState::Detecting { detector, .. }) = self.sites.get_mut(&site) {
-            alerts.extend(detector.drain());
-        }
+        alerts.extend(self.drain(&site));
         if !alerts.is_empty() {
             out.received_unix_ms = Some(
                 out.received_unix_ms
                     .map_or(received_unix_ms, |r| r.min(received_unix_ms)),
             );
-            let criticality = alerts
-                .iter()
-                .flat_map(|a| {
-                    [a.src_ip, a.dst_ip, a.asset.as_deref().and_then(asset_ip)]
-                        .into_iter()
-                        .flatten()
-                })
-                .filter_map(|ip| {
-                    let c = self.inventory.get(&site, &ip)?.criticality;
-                    (c != Criticality::default()).then(|| (ip.to_string(), c))
-                })
-                .collect();
-            out.alerts.push(SiteAlerts {
-                exercise: self.exercising(&site, now_ms),
-                site: site.clone(),
-                alerts,
-                criticality,
-            });
         }
+        self.file(&site, alerts, now_ms, out);
         self.publish(&site);
+    }
+
+    /// The alerts `site`'s detector has new or grown (none while it learns).
+    fn drain(&mut self, site: &str) -> Vec<Alert> {
+        match self.sites.get_mut(site) {
+            Some(SiteState::Detecting { detector, .. }) => detector.drain(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Hands `alerts` of `site` to the store, with the drill marking and the operator's
+    /// criticality of the addresses they name.
+    fn file(&self, site: &str, alerts: Vec<Alert>, now_ms: u64, out: &mut Output) {
+        if alerts.is_empty() {
+            return;
+        }
+        let criticality = alerts
+            .iter()
+            .flat_map(|a| {
+                [a.src_ip, a.dst_ip, a.asset.as_deref().and_then(asset_ip)]
+                    .into_iter()
+                    .flatten()
+            })
+            .filter_map(|ip| {
+                let c = self.inventory.get(site, &ip)?.criticality;
+                (c != Criticality::default()).then(|| (ip.to_string(), c))
+            })
+            .collect();
+        out.alerts.push(SiteAlerts {
+            exercise: self.exercising(site, now_ms),
+            site: site.to_owned(),
+            alerts,
+            criticality,
+        });
     }
 
     fn exercising(&self, site: &str, now_ms: u64) -> bool {
@@ -382,7 +397,13 @@ impl Engine {
         Ok(())
     }
 
-    fn set_mode(&mut self, site: &str, mode: Mode, out: &mut Output) -> Result<SiteStatus, String> {
+    fn set_mode(
+        &mut self,
+        site: &str,
+        mode: Mode,
+        now_ms: u64,
+        out: &mut Output,
+    ) -> Result<SiteStatus, String> {
         if !lock(&self.status).contains_key(site) {
             return Err(format!("unknown site {site}"));
         }
@@ -391,17 +412,8 @@ impl Engine {
             (Mode::Detecting, _) => self.finish_learning(site, out)?,
             (Mode::Learning, _) => {
                 // Alerts raised so far are stored before the detector goes.
-                if let Some(SiteState::Detecting { detector, .. }) = self.sites.get_mut(site) {
-                    let alerts = detector.drain();
-                    if !alerts.is_empty() {
-                        out.alerts.push(SiteAlerts {
-                            site: site.to_owned(),
-                            alerts,
-                            exercise: false,
-                            criticality: BTreeMap::new(),
-                        });
-                    }
-                }
+                let alerts = self.drain(site);
+                self.file(site, alerts, now_ms, out);
                 tracing::info!(site, "learning again, from the next event");
                 if let Some(st) = self.stats.site(site) {
                     st.set_baseline_bytes(0);
@@ -458,18 +470,8 @@ impl Engine {
     fn drain_all(&mut self, now_ms: u64, out: &mut Output) {
         let sites: Vec<String> = self.sites.keys().cloned().collect();
         for site in sites {
-            let exercise = self.exercising(&site, now_ms);
-            if let Some(SiteState::Detecting { detector, .. }) = self.sites.get_mut(&site) {
-                let alerts = detector.drain();
-                if !alerts.is_empty() {
-                    out.alerts.push(SiteAlerts {
-                        site,
-                        alerts,
-                        exercise,
-                        criticality: BTreeMap::new(),
-                    });
-                }
-            }
+            let alerts = self.drain(&site);
+            self.file(&site, alerts, now_ms, out);
         }
         out.assets.extend(self.inventory.take_changed());
     }
@@ -662,7 +664,7 @@ async fn run(
             Step::Tick => out.assets = engine.inventory.take_changed(),
             Step::Control(c) => match c {
                 Control::SetMode(site, mode, reply) => {
-                    let _ = reply.send(engine.set_mode(&site, mode, &mut out));
+                    let _ = reply.send(engine.set_mode(&site, mode, now, &mut out));
                 }
                 Control::Exercise(site, until, reply) => {
                     let known = lock(&engine.status).contains_key(&site);
@@ -978,10 +980,13 @@ mod tests {
         let mut e = engine();
         let mut out = Output::default();
         // Nothing learned yet: cannot detect.
-        assert!(e.set_mode("plant", Mode::Detecting, &mut out).is_err());
-        assert!(e.set_mode("elsewhere", Mode::Learning, &mut out).is_err());
+        assert!(e.set_mode("plant", Mode::Detecting, 5, &mut out).is_err());
+        assert!(
+            e.set_mode("elsewhere", Mode::Learning, 5, &mut out)
+                .is_err()
+        );
         e.observe(batch(vec![write(0, "10.0.0.1")]), 5, &mut out);
-        let s = e.set_mode("plant", Mode::Detecting, &mut out).unwrap();
+        let s = e.set_mode("plant", Mode::Detecting, 5, &mut out).unwrap();
         assert_eq!(s.mode, Mode::Detecting);
         assert_eq!(out.baselines.len(), 1);
         e.exercise_until.insert("plant".into(), 100);
@@ -991,7 +996,7 @@ mod tests {
         let mut out = Output::default();
         e.observe(batch(vec![write(2, "10.0.0.67")]), 150, &mut out);
         assert!(!out.alerts[0].exercise);
-        let s = e.set_mode("plant", Mode::Learning, &mut out).unwrap();
+        let s = e.set_mode("plant", Mode::Learning, 5, &mut out).unwrap();
         assert_eq!(s.mode, Mode::Learning);
         assert_eq!(s.learned_events, 0);
     }

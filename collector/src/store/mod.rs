@@ -93,9 +93,6 @@ pub trait Store: Send + 'static {
     /// The latest baseline of every site that has one: (site, JSON).
     fn latest_baselines(&mut self) -> Result<Vec<(String, String)>, StoreError>;
 
-    /// Stores a site's alerts in one transaction.
-    fn store_alerts(&mut self, site: &str, alerts: &[Alert]) -> Result<(), StoreError>;
-
     /// The schema version the store is at.
     fn schema_version(&mut self) -> Result<u32, StoreError>;
 
@@ -194,7 +191,6 @@ enum Command {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     Baselines(oneshot::Sender<Result<Vec<(String, String)>, StoreError>>),
-    Alerts(String, Vec<Alert>, oneshot::Sender<Result<(), StoreError>>),
     /// Any work on the store (it replies through its own channel).
     Call(Work),
 }
@@ -239,9 +235,6 @@ impl StoreHandle {
                         }
                         Command::Baselines(reply) => {
                             let _ = reply.send(store.latest_baselines());
-                        }
-                        Command::Alerts(site, alerts, reply) => {
-                            let _ = reply.send(store.store_alerts(&site, &alerts));
                         }
                         Command::Expire(cutoff, limit, reply) => {
                             let _ = reply.send(store.expire_events(cutoff, limit));
@@ -309,13 +302,6 @@ impl StoreHandle {
     pub async fn latest_baselines(&self) -> Result<Vec<(String, String)>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.submit(Command::Baselines(reply))?;
-        answer.await.map_err(|_| StoreError::Closed)?
-    }
-
-    /// Stores alerts (see [`Store::store_alerts`]).
-    pub async fn store_alerts(&self, site: &str, alerts: Vec<Alert>) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Command::Alerts(site.to_owned(), alerts, reply))?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 

@@ -456,34 +456,6 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    fn store_alerts(&mut self, site: &str, alerts: &[Alert]) -> Result<(), StoreError> {
-        let rows = alerts
-            .iter()
-            .map(|a| {
-                Ok((
-                    a.ts.as_micros(),
-                    a.detector.as_str(),
-                    a.severity.as_str(),
-                    serde_json::to_string(a)?,
-                ))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO alerts (site, ts_us, detector, severity, json)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for (ts, detector, severity, json) in &rows {
-                stmt.execute(params![site, ts, detector, severity, json])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
     fn begin(&mut self) -> Result<(), StoreError> {
         Ok(self.conn.execute_batch("BEGIN IMMEDIATE")?)
     }
