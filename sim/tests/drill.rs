@@ -10,106 +10,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mamori_sim::LIBRARY;
 use mamori_sim::drill::{DrillOptions, Target, markdown, run};
 use mamori_sim::http::{BaseUrl, request};
-
-const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
-const PROMETHEUS: &str = "/usr/bin/prometheus";
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A real Alertmanager on loopback, ready.
-async fn alertmanager(dir: &Path) -> (Killed, BaseUrl) {
-    std::fs::write(
-        dir.join("am.yml"),
-        "route:\n  receiver: soc\nreceivers:\n  - name: soc\n",
-    )
-    .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = Killed(
-        Command::new(ALERTMANAGER)
-            .arg(format!("--config.file={}", dir.join("am.yml").display()))
-            .arg(format!("--storage.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--cluster.listen-address=")
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = BaseUrl::parse(&format!("http://{addr}")).unwrap();
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = request(&url, "GET", "/-/ready", None, None, Duration::from_secs(2)).await;
-        if r.is_ok_and(|r| r.status == 200) {
-            break;
-        }
-        assert!(Instant::now() < end, "Alertmanager not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (child, url)
-}
-
-/// A real Prometheus on loopback scraping `target` every second, ready.
-async fn prometheus(dir: &Path, target: SocketAddr) -> (Killed, BaseUrl) {
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
-             scrape_configs:\n  - job_name: mamori-collector\n    static_configs:\n      \
-             - targets: ['{target}']\n"
-        ),
-    )
-    .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = Killed(
-        Command::new(PROMETHEUS)
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = BaseUrl::parse(&format!("http://{addr}")).unwrap();
-    let end = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = request(&url, "GET", "/-/ready", None, None, Duration::from_secs(2)).await;
-        if r.is_ok_and(|r| r.status == 200) {
-            break;
-        }
-        assert!(Instant::now() < end, "Prometheus not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (child, url)
-}
+use mamori_tests::services;
 
 /// The largest value Prometheus holds for `expr` over the last ten minutes.
 async fn max_over_time(prom: &BaseUrl, expr: &str) -> Option<f64> {
@@ -133,25 +39,25 @@ async fn max_over_time(prom: &BaseUrl, expr: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_drill_detects_every_scenario_and_alertmanager_gets_exercise_alerts() {
-    if !Path::new(ALERTMANAGER).exists() {
-        if std::env::var("MAMORI_REQUIRE_ALERTMANAGER").as_deref() == Ok("1") {
-            panic!("MAMORI_REQUIRE_ALERTMANAGER=1 but {ALERTMANAGER} is missing");
-        }
-        println!("skipping: {ALERTMANAGER} is missing");
-        return;
-    }
-    if !Path::new(PROMETHEUS).exists() {
-        if std::env::var("MAMORI_REQUIRE_PROMETHEUS").as_deref() == Ok("1") {
-            panic!("MAMORI_REQUIRE_PROMETHEUS=1 but {PROMETHEUS} is missing");
-        }
-        println!("skipping: {PROMETHEUS} is missing");
+    if !(services::installed(services::ALERTMANAGER, "MAMORI_REQUIRE_ALERTMANAGER")
+        && services::installed(services::PROMETHEUS, "MAMORI_REQUIRE_PROMETHEUS"))
+    {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (_am, am) = alertmanager(dir.path()).await;
-    let metrics_port = free_port();
-    let metrics: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
-    let (_prom, prom) = prometheus(dir.path(), metrics).await;
+    let metrics_port = services::free_port().unwrap();
+    let metrics = SocketAddr::from(([127, 0, 0, 1], metrics_port));
+    let base = dir.path().to_owned();
+    let (alertmanager, prometheus) = tokio::task::spawn_blocking(move || {
+        (
+            services::alertmanager(&base).unwrap(),
+            services::prometheus(&base, metrics).unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    let am = BaseUrl::parse(&format!("http://{}", alertmanager.addr)).unwrap();
+    let prom = BaseUrl::parse(&format!("http://{}", prometheus.addr)).unwrap();
     let started = Instant::now();
     let report = run(DrillOptions {
         target: Target::Local {

@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end tests: synthetic captures ([`pcapgen`]), a Modbus/TCP
 //! plant served by `tokio-modbus` ([`modbus_plant`]), a recording proxy ([`recorder`]) and the
-//! golden Modbus session with its truth ([`modbus_script`]).
+//! golden Modbus session with its truth ([`modbus_script`]), and real Prometheus and
+//! Alertmanager servers ([`services`]).
 #![forbid(unsafe_code)]
 
 pub mod modbus_plant;
@@ -9,3 +10,4 @@ pub mod pcapgen;
 pub mod recorder;
 pub mod scenario;
 pub mod scenario_syslog;
+pub mod services;

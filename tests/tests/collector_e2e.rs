@@ -12,7 +12,7 @@
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mamori_agent::pipeline::PipelineConfig;
@@ -20,13 +20,13 @@ use mamori_agent::replay::replay_to_vec;
 use mamori_agent::ship::{Shipper, ShipperConfig};
 use mamori_collector::config::CollectorConfig;
 use mamori_collector::intake::Collector;
+use mamori_tests::services;
 use serde_json::Value;
 
 const CORPUS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../shared/corpus/modbus/lemay-cset16"
 );
-const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 const TOKEN: &str = "e2e-responder-token-0123456789";
 const AGENT: &str = "agent-1.plant.example";
 const SITE: &str = "substation-7";
@@ -58,14 +58,6 @@ fn validator() -> Option<Vec<String>> {
     None
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One HTTP/1.0 request: (status, body).
 fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
@@ -85,15 +77,6 @@ async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Option<(u16, 
         .unwrap()
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_captures_become_an_incident_in_the_api_stix_and_alertmanager() {
     let openssl = Command::new("openssl").arg("version").output().is_ok();
@@ -103,11 +86,7 @@ async fn replayed_captures_become_an_incident_in_the_api_stix_and_alertmanager()
         "MAMORI_REQUIRE_CORPUS",
         Path::new(CORPUS).is_dir(),
     ) && needed("openssl", "MAMORI_REQUIRE_OPENSSL", openssl)
-        && needed(
-            "prometheus-alertmanager",
-            "MAMORI_REQUIRE_ALERTMANAGER",
-            Path::new(ALERTMANAGER).exists(),
-        )
+        && services::installed(services::ALERTMANAGER, "MAMORI_REQUIRE_ALERTMANAGER")
         && needed("stix2-validator", "MAMORI_REQUIRE_STIX", stix.is_some()))
     {
         return;
@@ -130,28 +109,11 @@ async fn replayed_captures_become_an_incident_in_the_api_stix_and_alertmanager()
     // A real Alertmanager on loopback.
     let am_dir = dir.path().join("am");
     std::fs::create_dir_all(&am_dir).unwrap();
-    std::fs::write(
-        am_dir.join("am.yml"),
-        "route:\n  receiver: soc\nreceivers:\n  - name: soc\n",
-    )
-    .unwrap();
-    let am: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _am = Killed(
-        Command::new(ALERTMANAGER)
-            .arg(format!("--config.file={}", am_dir.join("am.yml").display()))
-            .arg(format!("--storage.path={}", am_dir.join("data").display()))
-            .arg(format!("--web.listen-address={am}"))
-            .arg("--cluster.listen-address=")
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let end = Instant::now() + Duration::from_secs(20);
-    while get(am, "/-/ready", None).await.map(|r| r.0) != Some(200) {
-        assert!(Instant::now() < end, "Alertmanager not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let alertmanager = tokio::task::spawn_blocking(move || services::alertmanager(&am_dir))
+        .await
+        .unwrap()
+        .unwrap();
+    let am = alertmanager.addr;
 
     // The collector: learning 20 minutes of event time (the first capture), then detecting.
     std::fs::write(dir.path().join("token"), TOKEN).unwrap();
