@@ -111,6 +111,16 @@ pub enum Anomaly {
     MissingPriority,
     /// The timestamp could not be read.
     InvalidTimestamp,
+    /// The timestamp was read but lies outside what an event can carry (before year 0000 or
+    /// after 9999 in UTC) or more than a day after the message was received: `ts` is the
+    /// receive time instead, and `timestamp` keeps the text as sent. A device clock that far
+    /// ahead is broken or forged, and letting it drive event time would move every timer of
+    /// the site's detection into the future.
+    TimestampOutOfRange,
+    /// An anomaly this version does not know (written by a newer agent): kept as a flag rather
+    /// than refusing the event.
+    #[serde(other)]
+    Unrecognised,
 }
 
 /// The decoded values of a read or write: registers as numbers, coils as booleans.

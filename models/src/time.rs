@@ -1,5 +1,12 @@
 //! Timestamps: microseconds since the Unix epoch, UTC, written as RFC 3339 with six fractional
 //! digits and `Z` (`2012-11-12T11:04:06.593402Z`).
+//!
+//! A [`Timestamp`] is always within the years 0000–9999 ([`Timestamp::MIN`]..=[`Timestamp::MAX`]),
+//! the range RFC 3339 can write: every constructor saturates into it. A capture or a log line
+//! can claim any time at all, and a value one side writes must be one the other side reads
+//! back (a year-10000 stamp once made the collector refuse a whole batch), so the range is a
+//! property of the type, not a check each producer must remember. Producers that see a claimed
+//! time outside it flag the message as well (e.g. the syslog parser's `timestamp_out_of_range`).
 
 use std::fmt;
 
@@ -10,15 +17,31 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Timestamp(i64);
 
 const MICROS_PER_SEC: i64 = 1_000_000;
+/// 0000-01-01T00:00:00Z in microseconds since the epoch.
+const MIN_MICROS: i64 = -62_167_219_200_000_000;
+/// 9999-12-31T23:59:59.999999Z in microseconds since the epoch.
+const MAX_MICROS: i64 = 253_402_300_799_999_999;
 
 impl Timestamp {
+    /// The earliest representable time, 0000-01-01T00:00:00Z.
+    pub const MIN: Timestamp = Timestamp(MIN_MICROS);
+    /// The latest representable time, 9999-12-31T23:59:59.999999Z.
+    pub const MAX: Timestamp = Timestamp(MAX_MICROS);
+
+    /// From microseconds since the epoch, saturated into [`Timestamp::MIN`]..=[`Timestamp::MAX`].
     pub const fn from_micros(micros: i64) -> Self {
-        Timestamp(micros)
+        Timestamp(clamp_micros(micros))
     }
 
-    /// From whole seconds and a sub-second part in nanoseconds (truncated to microseconds).
+    /// Whether `micros` since the epoch is representable as it is (not saturated).
+    pub const fn in_range(micros: i64) -> bool {
+        micros >= MIN_MICROS && micros <= MAX_MICROS
+    }
+
+    /// From whole seconds and a sub-second part in nanoseconds (truncated to microseconds),
+    /// saturated into the representable range.
     pub const fn from_secs_nanos(secs: i64, nanos: u32) -> Self {
-        Timestamp(
+        Timestamp::from_micros(
             secs.saturating_mul(MICROS_PER_SEC)
                 .saturating_add((nanos / 1000) as i64),
         )
@@ -31,7 +54,9 @@ impl Timestamp {
                 i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
                 d.subsec_nanos(),
             ),
-            Err(e) => Timestamp(-i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX)),
+            Err(e) => {
+                Timestamp::from_micros(-i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX))
+            }
         }
     }
 
@@ -49,10 +74,10 @@ impl Timestamp {
     }
 
     pub fn saturating_add_micros(self, micros: i64) -> Self {
-        Timestamp(self.0.saturating_add(micros))
+        Timestamp::from_micros(self.0.saturating_add(micros))
     }
 
-    /// Writes the RFC 3339 form into `out` (27 bytes for years 0000–9999).
+    /// Writes the RFC 3339 form into `out` (always 27 bytes: the year is 0000–9999).
     pub fn write_rfc3339(self, out: &mut String) {
         let secs = self.0.div_euclid(MICROS_PER_SEC);
         let micros = self.0.rem_euclid(MICROS_PER_SEC);
@@ -60,24 +85,17 @@ impl Timestamp {
         let sod = secs.rem_euclid(86_400);
         let (y, m, d) = civil_from_days(days);
         let (hh, mm, ss) = (sod / 3600, (sod / 60) % 60, sod % 60);
-        if (0..=9999).contains(&y) {
-            let mut buf = *b"0000-00-00T00:00:00.000000Z";
-            put_digits(&mut buf[0..4], y as u64);
-            put_digits(&mut buf[5..7], m as u64);
-            put_digits(&mut buf[8..10], d as u64);
-            put_digits(&mut buf[11..13], hh as u64);
-            put_digits(&mut buf[14..16], mm as u64);
-            put_digits(&mut buf[17..19], ss as u64);
-            put_digits(&mut buf[20..26], micros as u64);
-            // The buffer holds ASCII digits and separators only.
-            out.push_str(std::str::from_utf8(&buf).unwrap_or("0000-00-00T00:00:00.000000Z"));
-        } else {
-            use fmt::Write;
-            let _ = write!(
-                out,
-                "{y:+05}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{micros:06}Z"
-            );
-        }
+        // The type's range keeps `y` within 0000–9999; the clamp only guards the digits.
+        let mut buf = *b"0000-00-00T00:00:00.000000Z";
+        put_digits(&mut buf[0..4], y.clamp(0, 9999) as u64);
+        put_digits(&mut buf[5..7], m as u64);
+        put_digits(&mut buf[8..10], d as u64);
+        put_digits(&mut buf[11..13], hh as u64);
+        put_digits(&mut buf[14..16], mm as u64);
+        put_digits(&mut buf[17..19], ss as u64);
+        put_digits(&mut buf[20..26], micros as u64);
+        // The buffer holds ASCII digits and separators only.
+        out.push_str(std::str::from_utf8(&buf).unwrap_or("0000-00-00T00:00:00.000000Z"));
     }
 
     /// Parses RFC 3339 (`Z` or a numeric offset, any number of fractional digits; extra
@@ -146,7 +164,18 @@ impl Timestamp {
         };
         let days = days_from_civil(y, mo, d);
         let secs = days * 86_400 + h * 3600 + mi * 60 + se.min(59) - offset_secs;
-        Some(Timestamp(secs * MICROS_PER_SEC + micros))
+        // A valid text may still fall outside the range (`0000-01-01T00:00:00+14:00`).
+        Some(Timestamp::from_micros(secs * MICROS_PER_SEC + micros))
+    }
+}
+
+const fn clamp_micros(micros: i64) -> i64 {
+    if micros < MIN_MICROS {
+        MIN_MICROS
+    } else if micros > MAX_MICROS {
+        MAX_MICROS
+    } else {
+        micros
     }
 }
 
@@ -263,7 +292,40 @@ mod tests {
         assert!(Timestamp::parse_rfc3339("2003-10-11T22:14:15.123456789Z").is_some());
     }
 
+    #[test]
+    fn saturates_into_the_years_0000_to_9999() {
+        assert_eq!(Timestamp::MIN.to_string(), "0000-01-01T00:00:00.000000Z");
+        assert_eq!(Timestamp::MAX.to_string(), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(Timestamp::from_micros(i64::MAX), Timestamp::MAX);
+        assert_eq!(Timestamp::from_micros(i64::MIN), Timestamp::MIN);
+        assert_eq!(
+            Timestamp::from_secs_nanos(i64::MAX, 999_999_999),
+            Timestamp::MAX
+        );
+        assert_eq!(Timestamp::MAX.saturating_add_micros(1), Timestamp::MAX);
+        assert!(Timestamp::in_range(0) && !Timestamp::in_range(i64::MAX));
+        // Valid RFC 3339 whose UTC instant is outside the range (the poison stamps).
+        assert_eq!(
+            Timestamp::parse_rfc3339("9999-12-31T23:59:59-12:00"),
+            Some(Timestamp::MAX)
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("0000-01-01T00:00:00+14:00"),
+            Some(Timestamp::MIN)
+        );
+    }
+
     proptest! {
+        /// Whatever the micros, what is written is read back: the contract between the agent
+        /// and the collector never breaks on a timestamp.
+        #[test]
+        fn any_value_writes_what_parses(micros in any::<i64>()) {
+            let t = Timestamp::from_micros(micros);
+            let text = t.to_string();
+            prop_assert_eq!(text.len(), 27);
+            prop_assert_eq!(Timestamp::parse_rfc3339(&text), Some(t));
+        }
+
         #[test]
         fn round_trips(micros in -62_135_596_800_000_000i64..253_402_300_799_999_999i64) {
             let t = Timestamp::from_micros(micros);

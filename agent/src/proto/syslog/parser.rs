@@ -261,12 +261,22 @@ impl<'a> Fields<'a> {
         let procid = text(self.procid);
         let msgid = text(self.msgid);
         let msg = text(self.msg);
-        anomalies.sort();
-        anomalies.dedup();
         let (timestamp, ts) = match self.stamp {
-            Some(s) => (Some(s.text), s.utc.unwrap_or(received)),
+            Some(s) => {
+                let ts = match s.utc {
+                    Some(t) if plausible_stamp(t, received) => t,
+                    Some(_) => {
+                        anomalies.push(Anomaly::TimestampOutOfRange);
+                        received
+                    }
+                    None => received,
+                };
+                (Some(s.text), ts)
+            }
             None => (None, received),
         };
+        anomalies.sort();
+        anomalies.dedup();
         SyslogEvent {
             ts,
             received_ts: received,
@@ -287,6 +297,20 @@ impl<'a> Fields<'a> {
             anomalies,
         }
     }
+}
+
+/// How far after its receipt a message may claim to have been sent and still have its own time
+/// used as the event's `ts` (clock drift, a zone set wrong). Beyond it the device clock is broken
+/// or the message forged, and event time is the receive time: a stamp in the far future would
+/// move the site's detection timers ahead of every other event.
+pub const MAX_FUTURE_SKEW_SECONDS: i64 = 86_400;
+
+/// Whether a message's own UTC time may be its event time: representable (the conversion did
+/// not saturate at either end of the years 0000–9999) and not too far after `received`.
+fn plausible_stamp(t: Timestamp, received: Timestamp) -> bool {
+    t != Timestamp::MIN
+        && t != Timestamp::MAX
+        && t <= received.saturating_add_micros(MAX_FUTURE_SKEW_SECONDS * 1_000_000)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1353,6 +1377,47 @@ mod tests {
         assert_eq!(e.hostname.as_deref(), Some("mymachine.example.com"));
         assert_eq!(e.msgid.as_deref(), Some("ID47"));
         assert_eq!(e.ts.to_string(), "2003-10-11T22:14:15.003000Z");
+        assert!(e.anomalies.is_empty());
+    }
+
+    /// The poison stamps: valid RFC 3339 whose UTC instant is beyond year 9999 or
+    /// before 0000, and a clock two days ahead. Each keeps its text, takes the receive time
+    /// as `ts`, and is flagged; the event serialises to what the collector parses back.
+    #[test]
+    fn stamps_out_of_range_or_far_ahead_take_the_receive_time() {
+        let received = Timestamp::parse_rfc3339("2024-06-15T12:00:00Z").unwrap();
+        for (line, text) in [
+            (
+                &b"<14>1 9999-12-31T23:59:59-12:00 h a - - - x"[..],
+                "9999-12-31T23:59:59-12:00",
+            ),
+            (
+                b"<14>1 0000-01-01T00:00:00+14:00 h a - - - x",
+                "0000-01-01T00:00:00+14:00",
+            ),
+            (
+                b"<14>1 2024-06-17T12:00:01Z h a - - - x",
+                "2024-06-17T12:00:01Z",
+            ),
+            (
+                b"<14>9999-12-31T23:59:59-12:00 h a: x",
+                "9999-12-31T23:59:59-12:00",
+            ),
+        ] {
+            let e = lenient(line);
+            assert_eq!(e.timestamp.as_deref(), Some(text));
+            assert_eq!(e.ts, received, "{text}");
+            assert!(
+                e.anomalies.contains(&Anomaly::TimestampOutOfRange),
+                "{text}"
+            );
+            let json = serde_json::to_string(&mamori_models::Event::Syslog(e.clone())).unwrap();
+            let back = mamori_models::Event::from_json_slice(json.as_bytes()).unwrap();
+            assert_eq!(back, mamori_models::Event::Syslog(e));
+        }
+        // A day ahead is clock drift, not forgery: the message's own time stands.
+        let e = lenient(b"<14>1 2024-06-16T11:59:59Z h a - - - x");
+        assert_eq!(e.ts.to_string(), "2024-06-16T11:59:59.000000Z");
         assert!(e.anomalies.is_empty());
     }
 
