@@ -42,6 +42,11 @@ pub struct AgentMetrics {
     syslog_dropped: IntCounterVec,
     batches: IntCounterVec,
     shipper_events_dropped: IntCounterVec,
+    spool_events_accepted: IntCounterVec,
+    spool_events_recovered: IntCounterVec,
+    spool_events_acked: IntCounterVec,
+    spool_events: IntGauge,
+    collector_failures: IntCounterVec,
     spool_bytes: IntGauge,
     spool_oldest_age_seconds: IntGauge,
     collector_connection_state: IntGauge,
@@ -152,8 +157,37 @@ impl AgentMetrics {
             shipper_events_dropped: counter(
                 &r,
                 "mamori_agent_spool_events_dropped_total",
-                "Events lost at the full spool, by policy.",
+                "Events lost on their way to the collector, by reason: full_spool (dropped to make room), rejected (in a batch the collector refused as bad input, set aside), corrupt (in a spooled batch that failed its checks), refused (not taken: the spool was full under when_full = block).",
                 &["reason"],
+            )?,
+            spool_events_accepted: counter(
+                &r,
+                "mamori_agent_spool_events_accepted_total",
+                "Events taken into the spool by this run.",
+                &[],
+            )?,
+            spool_events_recovered: counter(
+                &r,
+                "mamori_agent_spool_events_recovered_total",
+                "Events found in the spool at start (taken by an earlier run, not yet acknowledged).",
+                &[],
+            )?,
+            spool_events_acked: counter(
+                &r,
+                "mamori_agent_spool_events_acked_total",
+                "Events in batches the collector acknowledged (stored).",
+                &[],
+            )?,
+            spool_events: gauge(
+                &r,
+                "mamori_agent_spool_events",
+                "Events in the spool, sealed or in the open batch. accepted + recovered = acked + dropped{full_spool,rejected,corrupt} + this.",
+            )?,
+            collector_failures: counter(
+                &r,
+                "mamori_agent_collector_failures_total",
+                "Failed exchanges with the collector, by stage: connect (TCP or TLS, or a timeout) and send (a request failed, timed out or was refused).",
+                &["stage"],
             )?,
             spool_bytes: gauge(
                 &r,
@@ -237,11 +271,32 @@ impl AgentMetrics {
             set_total(&self.batches, &["retried"], s.batches_retried_total);
             set_total(&self.batches, &["duplicate"], s.batches_duplicate_total);
             set_total(&self.batches, &["dropped"], s.batches_dropped_total);
+            set_total(&self.batches, &["rejected"], s.batches_rejected_total);
             set_total(
                 &self.shipper_events_dropped,
                 &["full_spool"],
                 s.events_dropped_total,
             );
+            set_total(
+                &self.shipper_events_dropped,
+                &["rejected"],
+                s.events_rejected_total,
+            );
+            set_total(
+                &self.shipper_events_dropped,
+                &["corrupt"],
+                s.events_corrupt_total,
+            );
+            set_total(&self.spool_events_accepted, &[], s.events_accepted_total);
+            set_total(&self.spool_events_recovered, &[], s.events_recovered_total);
+            set_total(&self.spool_events_acked, &[], s.events_acked_total);
+            set_gauge(&self.spool_events, s.spool_events);
+            set_total(
+                &self.collector_failures,
+                &["connect"],
+                s.connect_failures_total,
+            );
+            set_total(&self.collector_failures, &["send"], s.send_failures_total);
             set_total(
                 &self.shipper_events_dropped,
                 &["refused"],

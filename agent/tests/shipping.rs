@@ -20,11 +20,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use mamori_agent::ship::client::{AGENT_HEADER, BATCHES_PATH, SEQUENCE_HEADER};
-use mamori_agent::ship::{
-    PushOutcome, ShipStatsSnapshot, Shipper, ShipperConfig, WhenFull, decode_body,
-};
+use mamori_agent::ship::{PushOutcome, ShipStatsSnapshot, Shipper, ShipperConfig, WhenFull};
 use mamori_models::Event;
+use mamori_wire::{AGENT_HEADER, BATCHES_PATH, SEQUENCE_HEADER};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
@@ -40,6 +38,88 @@ const SERVER_NAME: &str = "collector.test";
 const AGENT: &str = "agent-1.plant.test";
 /// Serial number of the agent certificate the CRL revokes.
 const REVOKED_SERIAL: u64 = 666;
+
+/// The poison pill, from the agent's side: a batch the collector refuses as bad
+/// input (400) is set aside in `rejected/` and counted, and the batches after it are
+/// delivered, instead of resending it forever. Every event accepted is acked or counted as
+/// dropped with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_as_bad_input_is_set_aside_and_the_next_goes() {
+    let pki = Pki::new("main");
+    let endpoint = Endpoint::start(&pki, vec![]).await;
+    endpoint.modes.bad_input.lock().unwrap().insert(2);
+    let spool = tempfile::tempdir().unwrap();
+    let shipper = Shipper::start(&agent_config(&pki, endpoint.addr, spool.path())).unwrap();
+    push_all(&shipper, 0..100).await;
+    let s = drain(shipper).await;
+
+    let expected: Vec<u64> = (0..10).chain(20..100).collect();
+    assert_eq!(endpoint.received(AGENT), expected);
+    assert_eq!(s.batches_rejected_total, 1, "{s:?}");
+    assert_eq!(s.events_rejected_total, 10, "{s:?}");
+    assert_eq!(
+        s.events_accepted_total + s.events_recovered_total,
+        s.events_acked_total + s.events_rejected_total + s.events_dropped_total + s.spool_events,
+        "{s:?}"
+    );
+    let rejected: Vec<String> = std::fs::read_dir(spool.path().join("rejected"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(rejected, ["000000000002.batch"]);
+}
+
+/// A collector that refuses everything as bad input is broken, not every batch poisoned:
+/// after a few in a row the agent holds the rest and retries, so the spool is not emptied
+/// into `rejected/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_refusing_everything_does_not_empty_the_spool() {
+    let pki = Pki::new("main");
+    let endpoint = Endpoint::start(&pki, vec![]).await;
+    endpoint.modes.bad_input.lock().unwrap().insert(0);
+    let spool = tempfile::tempdir().unwrap();
+    let shipper = Shipper::start(&agent_config(&pki, endpoint.addr, spool.path())).unwrap();
+    let stats = shipper.stats();
+    push_all(&shipper, 0..200).await;
+    shipper.flush().unwrap();
+    wait_until("retries of a held batch", Duration::from_secs(10), || {
+        stats.snapshot().batches_retried_total >= 3
+    })
+    .await;
+    let s = stats.snapshot();
+    assert_eq!(s.batches_rejected_total, 8, "{s:?}");
+    assert_eq!(shipper.spooled_batches(), 12);
+    // Fixed: the held batches go, and the next refusal as bad input is set aside again.
+    endpoint.modes.bad_input.lock().unwrap().clear();
+    let s = drain(shipper).await;
+    assert_eq!(endpoint.received(AGENT), (80..200).collect::<Vec<_>>());
+    assert_eq!(s.events_acked_total, 120);
+}
+
+/// The spool's id is made once and kept across restarts; a spool folder made anew (the disk
+/// replaced) gets another, which the collector uses to tell its batches 1, 2, ... from the
+/// old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spool_id_is_kept_across_restarts_and_new_with_a_new_spool() {
+    let pki = Pki::new("main");
+    let endpoint = Endpoint::start(&pki, vec![]).await;
+    let spool = tempfile::tempdir().unwrap();
+    let config = agent_config(&pki, endpoint.addr, spool.path());
+    for round in 0..2 {
+        let shipper = Shipper::start(&config).unwrap();
+        push_all(&shipper, round * 10..round * 10 + 10).await;
+        drain(shipper).await;
+    }
+    let first = std::fs::read_to_string(spool.path().join("spool_id")).unwrap();
+    std::fs::remove_dir_all(spool.path()).unwrap();
+    let shipper = Shipper::start(&config).unwrap();
+    push_all(&shipper, 20..30).await;
+    drain(shipper).await;
+    let second = std::fs::read_to_string(spool.path().join("spool_id")).unwrap();
+    let ids = endpoint.modes.spool_ids.lock().unwrap().clone();
+    assert_eq!(ids, [first.trim(), second.trim()]);
+    assert!(ids.iter().all(|i| mamori_wire::valid_spool_id(i)));
+}
 
 // ---------------------------------------------------------------------------------------
 // Certificates
@@ -163,6 +243,11 @@ struct Modes {
     lose_next_ack: AtomicBool,
     /// Store each batch, then hold its ack while this is set.
     hold_acks: AtomicBool,
+    /// Answer 400 (bad input) to batches with these sequence numbers; all of them when it
+    /// holds 0.
+    bad_input: Mutex<std::collections::BTreeSet<u64>>,
+    /// Spool ids seen, in arrival order of their first batch.
+    spool_ids: Mutex<Vec<String>>,
 }
 
 struct Endpoint {
@@ -316,6 +401,18 @@ async fn handle(
     let Ok(seq) = seq.parse::<u64>() else {
         return Ok(answer(StatusCode::BAD_REQUEST, "bad sequence".into()));
     };
+    if let Some(id) = header(mamori_wire::SPOOL_ID_HEADER) {
+        let mut ids = modes.spool_ids.lock().unwrap();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    {
+        let bad = modes.bad_input.lock().unwrap();
+        if bad.contains(&seq) || bad.contains(&0) {
+            return Ok(answer(StatusCode::BAD_REQUEST, "poison".into()));
+        }
+    }
     // The agent is who its certificate says: the claimed id must be one of its names.
     let named = peer.as_ref().is_some_and(|der| {
         let name = ServerName::try_from(agent.clone());
@@ -334,7 +431,7 @@ async fn handle(
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?
         .to_bytes();
-    let Ok(events) = decode_body(&body, 256 << 20) else {
+    let Ok(events) = mamori_wire::decode_body(&body, 256 << 20).map(|d| d.events) else {
         return Ok(answer(StatusCode::BAD_REQUEST, "bad body".into()));
     };
     let ids: Vec<u64> = events.iter().map(event_id).collect();

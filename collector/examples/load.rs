@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use mamori_agent::ship::client::{
+use mamori_wire::{
     AGENT_HEADER, BATCHES_PATH, CONTENT_TYPE, CREATED_HEADER, EVENT_COUNT_HEADER, SEQUENCE_HEADER,
 };
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};

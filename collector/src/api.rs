@@ -152,6 +152,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/incidents/{id}/report.md", get(incident_markdown))
         .route("/api/v1/incidents/{id}/report.html", get(incident_html))
         .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/quarantine", get(list_quarantine))
         .route("/api/v1/assets", get(list_assets))
         .route("/api/v1/assets/{site}/{ip}", put(annotate_asset))
         .route("/api/v1/baselines/{site}", get(baseline))
@@ -433,6 +434,19 @@ async fn list_alerts(
     };
     let alerts = state.store.call(move |s| s.alerts(&query)).await?;
     Ok(Json(json!({ "alerts": alerts })))
+}
+
+/// Lines of agents' batches that were not events, newest first (`?site=`, `?limit=`).
+async fn list_quarantine(
+    State(state): State<Arc<ApiState>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (site, limit) = (q.site.clone(), limit(&q)?);
+    let lines = state
+        .store
+        .call(move |s| s.quarantined(site.as_deref(), limit))
+        .await?;
+    Ok(Json(json!({ "quarantine": lines })))
 }
 
 async fn list_assets(

@@ -267,6 +267,13 @@ pub struct IntakeSection {
     /// Cap on a batch's decompressed JSON Lines (a gzip bomb stops here; answered `413`).
     #[serde(default = "default_max_decompressed_bytes")]
     pub max_decompressed_bytes: u64,
+    /// Memory for batches in progress, across all requests: compressed bodies as they are
+    /// read, plus twice the decompressed size of each (its JSON text and the events decoded
+    /// from it), held until detection has seen them. A batch that does not fit within a
+    /// second is answered `503` (the agent retries with backoff). At least
+    /// `max_body_bytes + 2 × max_decompressed_bytes`, so a maximal batch fits.
+    #[serde(default = "default_max_inflight_bytes")]
+    pub max_inflight_bytes: u64,
     /// Cap on a request's header block (hyper's read buffer, at least 8192).
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: u32,
@@ -324,7 +331,10 @@ fn default_max_body_bytes() -> u64 {
     16 * 1024 * 1024
 }
 fn default_max_decompressed_bytes() -> u64 {
-    128 * 1024 * 1024
+    64 * 1024 * 1024
+}
+fn default_max_inflight_bytes() -> u64 {
+    256 * 1024 * 1024
 }
 fn default_max_header_bytes() -> u32 {
     16 * 1024
@@ -424,18 +434,30 @@ impl CollectorConfig {
                 "must be at least 1 and at most intake.max_connections".into(),
             );
         }
-        let body_cap = u64::from(mamori_agent::ship::batch::MAX_BODY_BYTES);
+        let body_cap = u64::from(mamori_wire::MAX_BODY_BYTES);
         if !(1024..=body_cap).contains(&i.max_body_bytes) {
             bad(
                 "intake.max_body_bytes",
                 format!("must be between 1024 and {body_cap}"),
             );
         }
-        let inflated_cap = mamori_agent::ship::batch::MAX_DECOMPRESSED_BYTES;
+        let inflated_cap = mamori_wire::MAX_DECOMPRESSED_BYTES;
         if i.max_decompressed_bytes < i.max_body_bytes || i.max_decompressed_bytes > inflated_cap {
             bad(
                 "intake.max_decompressed_bytes",
                 format!("must be at least intake.max_body_bytes and at most {inflated_cap}"),
+            );
+        }
+        let maximal = i
+            .max_body_bytes
+            .saturating_add(i.max_decompressed_bytes.saturating_mul(2));
+        if i.max_inflight_bytes < maximal || i.max_inflight_bytes > 64 * 1024 * 1024 * 1024 {
+            bad(
+                "intake.max_inflight_bytes",
+                format!(
+                    "must be at least intake.max_body_bytes + 2 × intake.max_decompressed_bytes \
+                     ({maximal}, so that a maximal batch fits) and at most 64 GiB"
+                ),
             );
         }
         if !(8192..=1024 * 1024).contains(&i.max_header_bytes) {

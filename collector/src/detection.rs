@@ -39,6 +39,10 @@ struct DetectBatch {
     events: Vec<Event>,
     /// When the intake received it (wall time, Unix ms): the start of alert latency.
     received_unix_ms: u64,
+    /// Alerts the intake raised about the delivery itself (a restarted numbering).
+    health: Vec<Alert>,
+    /// The intake's memory budget held by these events, given back once they are seen.
+    _reservation: crate::budget::Reservation,
 }
 
 /// Called with every incident change, after it is stored.
@@ -60,13 +64,22 @@ impl DetectionQueue {
     /// room: the batch is durable already, only its acknowledgement waits, so agents slow
     /// down to what detection keeps up with. Past the wait the batch is skipped by
     /// detection (counted, logged once; its events stay stored).
-    pub(crate) async fn submit(&self, site: &str, events: Vec<Event>, received_unix_ms: u64) {
+    pub(crate) async fn submit(
+        &self,
+        site: &str,
+        events: Vec<Event>,
+        received_unix_ms: u64,
+        health: Vec<Alert>,
+        reservation: crate::budget::Reservation,
+    ) {
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(tx) = tx else { return };
         let batch = DetectBatch {
             site: site.to_owned(),
             events,
             received_unix_ms,
+            health,
+            _reservation: reservation,
         };
         if let Err(mpsc::error::SendTimeoutError::Timeout(_)) =
             tx.send_timeout(batch, self.wait).await
@@ -257,10 +270,12 @@ impl Engine {
             site,
             mut events,
             received_unix_ms,
+            health,
+            _reservation,
         } = batch;
         // The detectors want event-time order; stable, so equal times keep the agent's order.
         events.sort_by_key(Event::ts);
-        let mut alerts = Vec::new();
+        let mut alerts = health;
         for event in &events {
             if let Some(a) = self.inventory.observe(&site, event) {
                 alerts.push(a);
@@ -935,6 +950,8 @@ mod tests {
             site: "plant".into(),
             events,
             received_unix_ms: 1,
+            health: Vec::new(),
+            _reservation: crate::budget::Reservation::empty(),
         }
     }
 

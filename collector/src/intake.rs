@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
@@ -27,10 +26,12 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, header};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use mamori_agent::ship::client::{
+use mamori_models::Timestamp;
+use mamori_models::detect::{Alert, DetectorName, Severity};
+use mamori_wire::{
     AGENT_HEADER, BATCHES_PATH, CREATED_HEADER, EVENT_COUNT_HEADER, SEQUENCE_HEADER,
+    SPOOL_ID_HEADER, WireError,
 };
-use mamori_models::Event;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -38,16 +39,19 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
+use crate::budget::{MemoryBudget, Reservation};
 use crate::config::{CollectorConfig, TlsFiles, seconds};
 use crate::detection::DetectionQueue;
 use crate::metrics::CollectorMetrics;
 use crate::stats::{self, IntakeStats, IntakeStatsSnapshot, RefusalReason};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{IncomingBatch, Store, StoreError, StoreHandle, Stored};
+use crate::store::{Continuity, IncomingBatch, Store, StoreError, StoreHandle, Stored};
 
 /// Raw events deleted per retention step (one short transaction each, so batches are stored
 /// between steps).
 const RETENTION_STEP_EVENTS: u32 = 10_000;
+/// How long a batch waits for room in the memory budget before it is answered `503`.
+const BUDGET_WAIT: Duration = Duration::from_secs(1);
 
 /// Everything that can stop the intake from starting or ending cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -94,9 +98,13 @@ struct Intake {
     stats: Arc<IntakeStats>,
     limits: Limits,
     requests: Arc<Semaphore>,
+    /// Bytes of batches in progress ([`crate::budget`]).
+    budget: MemoryBudget,
     shutting_down: AtomicBool,
     /// When each refusal reason was last logged at `warn` (one line a minute per reason).
     warned: Mutex<BTreeMap<RefusalReason, Instant>>,
+    /// When quarantined lines were last logged at `warn`.
+    warned_quarantine: Mutex<Option<Instant>>,
 }
 
 /// A reason is logged at `warn` at most once in this interval; the counters have the rest.
@@ -290,6 +298,7 @@ impl Collector {
             sites,
             store,
             detection,
+            budget: MemoryBudget::new(i.max_inflight_bytes, Arc::clone(&stats)),
             stats,
             limits,
             requests: Arc::new(Semaphore::new(
@@ -297,6 +306,7 @@ impl Collector {
             )),
             shutting_down: AtomicBool::new(false),
             warned: Mutex::new(BTreeMap::new()),
+            warned_quarantine: Mutex::new(None),
         });
         let (shutdown, rx) = watch::channel(false);
         let connections = Arc::new(Semaphore::new(
@@ -815,9 +825,9 @@ async fn handle(
     let claimed: Option<String> =
         header_str(&req, AGENT_HEADER).map(|a| a.chars().take(253).collect());
     match receive(req, intake, peer).await {
-        Ok((sequence, duplicate)) => json_response(
+        Ok(ack) => json_response(
             StatusCode::OK,
-            format!(r#"{{"acked":{sequence},"duplicate":{duplicate}}}"#),
+            serde_json::to_string(&ack).unwrap_or_default(),
             false,
         ),
         Err(r) => {
@@ -853,20 +863,26 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Checks, reads, decodes and stores one batch; `(sequence, duplicate)` once stored.
-async fn receive(
-    req: Request<Incoming>,
+/// What the headers of a batch request say, checked.
+struct BatchHeaders {
+    agent: String,
+    site: String,
+    spool_id: String,
+    sequence: u64,
+    event_count: Option<u64>,
+    created_unix_ms: Option<u64>,
+    /// `Content-Length`, when sent.
+    declared: Option<u64>,
+}
+
+/// Checks the request line and headers: path, method, identity against the certificate,
+/// the allowlist, the numbering, the encoding and the declared size.
+fn check_headers(
+    req: &Request<Incoming>,
     intake: &Intake,
     peer: Option<&CertificateDer<'static>>,
-) -> Result<(u64, bool), Refusal> {
+) -> Result<BatchHeaders, Refusal> {
     use RefusalReason as R;
-    if intake.shutting_down.load(Ordering::SeqCst) {
-        return Err(refusal(
-            StatusCode::SERVICE_UNAVAILABLE,
-            R::ShuttingDown,
-            "shutting down",
-        ));
-    }
     if req.uri().path() != BATCHES_PATH {
         return Err(refusal(StatusCode::NOT_FOUND, R::NotFound, "no such path"));
     }
@@ -878,7 +894,7 @@ async fn receive(
         ));
     }
     let malformed = |m: &str| refusal(StatusCode::BAD_REQUEST, R::Malformed, m);
-    let agent = header_str(&req, AGENT_HEADER)
+    let agent = header_str(req, AGENT_HEADER)
         .ok_or_else(|| malformed("missing Mamori-Agent"))?
         .to_ascii_lowercase();
     if !peer.is_some_and(|c| certificate_names(c, &agent)) {
@@ -895,46 +911,86 @@ async fn receive(
             "agent not in the allowlist",
         ));
     };
-    let sequence = header_str(&req, SEQUENCE_HEADER)
+    // Agents before spool ids sent none: their batches keep the old numbering ('').
+    let spool_id = match header_str(req, SPOOL_ID_HEADER) {
+        None => String::new(),
+        Some(id) if mamori_wire::valid_spool_id(id) => id.to_owned(),
+        Some(_) => return Err(malformed("invalid Mamori-Spool-Id")),
+    };
+    let sequence = header_str(req, SEQUENCE_HEADER)
         .and_then(|s| s.parse::<u64>().ok())
         .filter(|&s| i64::try_from(s).is_ok())
         .ok_or_else(|| malformed("missing or invalid Mamori-Sequence"))?;
-    let event_count = match header_str(&req, EVENT_COUNT_HEADER) {
-        None => None,
-        Some(s) => Some(
-            s.parse::<usize>()
-                .map_err(|_| malformed("invalid Mamori-Event-Count"))?,
-        ),
+    let number = |name: &str, what: &str| match header_str(req, name) {
+        None => Ok(None),
+        Some(s) => s.parse::<u64>().map(Some).map_err(|_| malformed(what)),
     };
-    let created_unix_ms = match header_str(&req, CREATED_HEADER) {
-        None => None,
-        Some(s) => Some(
-            s.parse::<u64>()
-                .map_err(|_| malformed("invalid Mamori-Batch-Created-Unix-Ms"))?,
-        ),
-    };
-    if !header_str(&req, header::CONTENT_ENCODING.as_str())
+    let event_count = number(EVENT_COUNT_HEADER, "invalid Mamori-Event-Count")?;
+    let created_unix_ms = number(CREATED_HEADER, "invalid Mamori-Batch-Created-Unix-Ms")?;
+    if !header_str(req, header::CONTENT_ENCODING.as_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("gzip"))
     {
         return Err(malformed("Content-Encoding must be gzip"));
     }
-    let too_large = || {
-        refusal(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            R::TooLarge,
-            format!(
-                "body over {} bytes compressed or {} decompressed",
-                intake.limits.max_body_bytes, intake.limits.max_decompressed_bytes
-            ),
-        )
-    };
     let declared =
-        header_str(&req, header::CONTENT_LENGTH.as_str()).and_then(|s| s.parse::<u64>().ok());
+        header_str(req, header::CONTENT_LENGTH.as_str()).and_then(|s| s.parse::<u64>().ok());
     if declared.is_some_and(|n| n > intake.limits.max_body_bytes) {
-        return Err(too_large());
+        return Err(too_large(intake));
     }
+    Ok(BatchHeaders {
+        agent,
+        site: site.clone(),
+        spool_id,
+        sequence,
+        event_count,
+        created_unix_ms,
+        declared,
+    })
+}
 
-    // From here the batch takes memory: one of a bounded number of slots, or 503.
+fn too_large(intake: &Intake) -> Refusal {
+    refusal(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        RefusalReason::TooLarge,
+        format!(
+            "body over {} bytes compressed or {} decompressed",
+            intake.limits.max_body_bytes, intake.limits.max_decompressed_bytes
+        ),
+    )
+}
+
+/// Reserves `bytes` of the memory budget into `held`, or refuses the batch (`503`).
+async fn reserve(intake: &Intake, held: &mut Reservation, bytes: u64) -> Result<(), Refusal> {
+    if intake.budget.reserve(held, bytes, BUDGET_WAIT).await {
+        Ok(())
+    } else {
+        Err(refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            RefusalReason::MemoryBudget,
+            "too many bytes of batches in progress",
+        ))
+    }
+}
+
+/// Checks, reads, decodes and stores one batch; its acknowledgement once stored.
+async fn receive(
+    req: Request<Incoming>,
+    intake: &Intake,
+    peer: Option<&CertificateDer<'static>>,
+) -> Result<mamori_wire::Ack, Refusal> {
+    use RefusalReason as R;
+    if intake.shutting_down.load(Ordering::SeqCst) {
+        return Err(refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            R::ShuttingDown,
+            "shutting down",
+        ));
+    }
+    let h = check_headers(&req, intake, peer)?;
+    let malformed = |m: &str| refusal(StatusCode::BAD_REQUEST, R::Malformed, m);
+
+    // From here the batch takes memory: one of a bounded number of slots, or 503, and
+    // bytes of the budget for the body as declared (or its cap), or 503.
     let _slot = Arc::clone(&intake.requests)
         .try_acquire_owned()
         .map_err(|_| {
@@ -944,6 +1000,9 @@ async fn receive(
                 "too many batches in progress",
             )
         })?;
+    let mut reservation = Reservation::empty();
+    let body_reserve = h.declared.unwrap_or(intake.limits.max_body_bytes);
+    reserve(intake, &mut reservation, body_reserve).await?;
     let limit = usize::try_from(intake.limits.max_body_bytes).unwrap_or(usize::MAX);
     let body = match tokio::time::timeout(
         intake.limits.body_timeout,
@@ -958,71 +1017,116 @@ async fn receive(
                 "body too slow",
             ));
         }
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return Err(too_large(intake));
+        }
         Ok(Err(e)) => return Err(malformed(&format!("reading the body: {e}"))),
         Ok(Ok(collected)) => collected.to_bytes(),
     };
     stats::add(&intake.stats.received_bytes, body.len() as u64);
-    let cap = intake.limits.max_decompressed_bytes;
-    let (events, body) = tokio::task::spawn_blocking(move || decode(&body, cap).map(|e| (e, body)))
-        .await
-        .map_err(|e| {
-            refusal(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                R::StorageError,
-                e.to_string(),
-            )
-        })?
-        .map_err(|e| match e {
-            DecodeError::TooLarge => too_large(),
-            DecodeError::Gzip(m) => malformed(&format!("gzip: {m}")),
-            DecodeError::Line(n, m) => malformed(&format!("line {n}: {m}")),
-        })?;
-    if event_count.is_some_and(|n| n != events.len()) {
+    // The gzip trailer says how large the body inflates: reserve for that before inflating
+    // (the text, and the events decoded from it), and hold the body to it.
+    let claimed = mamori_wire::claimed_size(&body).ok_or_else(|| malformed("gzip: too short"))?;
+    if claimed > intake.limits.max_decompressed_bytes {
+        return Err(too_large(intake));
+    }
+    reserve(intake, &mut reservation, claimed.saturating_mul(2)).await?;
+    let (decoded, body, digest) = tokio::task::spawn_blocking(move || {
+        use sha2::Digest as _;
+        let digest: [u8; 32] = sha2::Sha256::digest(&body).into();
+        mamori_wire::decode_body(&body, claimed).map(|d| (d, body, digest))
+    })
+    .await
+    .map_err(|e| {
+        refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            R::StorageError,
+            e.to_string(),
+        )
+    })?
+    .map_err(|e| match e {
+        WireError::TooLarge { .. } => malformed(&format!(
+            "the body inflates past the {claimed} bytes its gzip trailer claims"
+        )),
+        e => malformed(&e.to_string()),
+    })?;
+    let lines = (decoded.events.len() + decoded.rejected.len()) as u64;
+    if h.event_count.is_some_and(|n| n != lines) {
         return Err(malformed("Mamori-Event-Count does not match the body"));
     }
-    let n_events = events.len() as u64;
+    let quarantined = decoded.rejected.len() as u64;
+    if quarantined > 0 {
+        note_quarantined(intake, &h, &decoded.rejected);
+    }
+    let n_events = decoded.events.len() as u64;
     let mut by_type = [0u64; 3];
-    for e in &events {
+    for e in &decoded.events {
         if let Some(n) = by_type.get_mut(stats::event_type_index(e)) {
             *n += 1;
         }
     }
-    let site_stats = intake.stats.site(site);
+    let site_stats = intake.stats.site(&h.site);
     let batch = IncomingBatch {
-        agent: agent.clone(),
-        site: site.clone(),
-        sequence,
-        created_unix_ms,
+        agent: h.agent.clone(),
+        site: h.site.clone(),
+        spool_id: h.spool_id.clone(),
+        sequence: h.sequence,
+        created_unix_ms: h.created_unix_ms,
         received_unix_ms: unix_ms(),
-        events,
-        body: Vec::from(body),
+        events: decoded.events,
+        // With lines set aside, the store writes a body of the events alone.
+        body: if quarantined == 0 {
+            Vec::from(body)
+        } else {
+            Vec::new()
+        },
+        body_sha256: digest,
+        quarantined: decoded.rejected,
+    };
+    let ack = |duplicate| mamori_wire::Ack {
+        acked: h.sequence,
+        duplicate,
+        quarantined,
     };
     match intake.store.store_batch_returning(batch).await {
-        Ok((Stored::New { out_of_order }, batch)) => {
-            // Durable: acknowledged now, detected later (the queue never holds this up).
-            intake
-                .detection
-                .submit(site, batch.events, batch.received_unix_ms)
-                .await;
+        Ok((
+            Stored::New {
+                out_of_order,
+                continuity,
+            },
+            batch,
+        )) => {
+            let health = continuity_alert(intake, &h, &continuity, batch.received_unix_ms);
             stats::add(&intake.stats.batches_stored, 1);
             stats::add(&intake.stats.events_stored, n_events);
+            stats::add(&intake.stats.events_quarantined, quarantined);
             if let Some(s) = site_stats {
                 s.add_events(&by_type);
                 s.seen(unix_ms());
             }
             if out_of_order {
                 stats::add(&intake.stats.batches_out_of_order, 1);
-                tracing::warn!(%agent, sequence, "batch below the agent's highest sequence; stored");
+                tracing::warn!(agent = %h.agent, sequence = h.sequence, "batch below the agent's highest sequence; stored");
             }
-            Ok((sequence, false))
+            // Durable: acknowledged now, detected later (the budget goes with the events).
+            intake
+                .detection
+                .submit(
+                    &h.site,
+                    batch.events,
+                    batch.received_unix_ms,
+                    health,
+                    reservation,
+                )
+                .await;
+            Ok(ack(false))
         }
         Ok((Stored::Duplicate, _)) => {
             stats::add(&intake.stats.batches_duplicate, 1);
             if let Some(s) = site_stats {
                 s.seen(unix_ms());
             }
-            Ok((sequence, true))
+            Ok(ack(true))
         }
         Err(StoreError::Busy) => Err(refusal(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -1035,7 +1139,7 @@ async fn receive(
             "storage closed",
         )),
         Err(e) => {
-            tracing::error!(error = %e, %agent, sequence, "cannot store a batch; not acknowledged");
+            tracing::error!(error = %e, agent = %h.agent, sequence = h.sequence, "cannot store a batch; not acknowledged");
             Err(refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
                 R::StorageError,
@@ -1045,32 +1149,103 @@ async fn receive(
     }
 }
 
-#[derive(Debug)]
-enum DecodeError {
-    TooLarge,
-    Gzip(String),
-    Line(usize, String),
+/// Logs lines set aside, at `warn` once a minute (the counter and the API have them all).
+fn note_quarantined(intake: &Intake, h: &BatchHeaders, rejected: &[mamori_wire::RejectedLine]) {
+    let now = Instant::now();
+    let loud = {
+        let mut warned = intake
+            .warned_quarantine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match *warned {
+            Some(last) if now.duration_since(last) < WARN_INTERVAL => false,
+            _ => {
+                *warned = Some(now);
+                true
+            }
+        }
+    };
+    let first = rejected.first().map_or("", |r| r.reason.as_str());
+    if loud {
+        tracing::warn!(
+            agent = %h.agent,
+            sequence = h.sequence,
+            lines = rejected.len(),
+            first_reason = first,
+            "lines of a batch are not events: quarantined (GET /api/v1/quarantine), the rest stored \
+             (repeats within a minute are counted, not logged)"
+        );
+    } else {
+        tracing::debug!(agent = %h.agent, sequence = h.sequence, lines = rejected.len(), "lines quarantined");
+    }
 }
 
-/// gzip of JSON Lines → events, the decompressed size capped (a gzip bomb stops at the cap).
-/// The same format as `mamori_agent::ship::decode_body`, with the cap told apart.
-fn decode(body: &[u8], cap: u64) -> Result<Vec<Event>, DecodeError> {
-    let mut jsonl = Vec::new();
-    flate2::read::GzDecoder::new(body)
-        .take(cap.saturating_add(1))
-        .read_to_end(&mut jsonl)
-        .map_err(|e| DecodeError::Gzip(e.to_string()))?;
-    if jsonl.len() as u64 > cap {
-        return Err(DecodeError::TooLarge);
+/// The health alert for a batch that does not continue the agent's numbering, counted and
+/// logged; none when it does.
+fn continuity_alert(
+    intake: &Intake,
+    h: &BatchHeaders,
+    continuity: &Continuity,
+    received_unix_ms: u64,
+) -> Vec<Alert> {
+    let (kind, summary, previous) = match continuity {
+        Continuity::Continues => return Vec::new(),
+        Continuity::NewSpool { previous } => {
+            stats::add(&intake.stats.spool_changes, 1);
+            (
+                "agent_spool_restarted",
+                format!(
+                    "Agent {} now sends from a new spool ({}; was {previous}), numbering from {}: \
+                     its spool was lost or wiped, the host reinstalled, or another agent uses its \
+                     identity. Events it held and had not delivered are gone; confirm this was \
+                     maintenance.",
+                    h.agent, h.spool_id, h.sequence
+                ),
+                Some(previous.as_str()),
+            )
+        }
+        Continuity::Reused => {
+            stats::add(&intake.stats.sequence_reuses, 1);
+            (
+                "agent_sequence_reused",
+                format!(
+                    "Agent {} sent batch {} of spool {} with other content than before: a number \
+                     used twice (a power loss with fsync = never, or a spool restored from a \
+                     copy). Both are stored.",
+                    h.agent, h.sequence, h.spool_id
+                ),
+                None,
+            )
+        }
+    };
+    tracing::warn!(agent = %h.agent, spool_id = %h.spool_id, previous_spool_id = previous, sequence = h.sequence, kind, "agent numbering");
+    let ts = Timestamp::from_micros(
+        i64::try_from(received_unix_ms)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000),
+    );
+    let mut evidence = std::collections::BTreeMap::new();
+    evidence.insert("agent".to_owned(), serde_json::json!(h.agent));
+    evidence.insert("spool_id".to_owned(), serde_json::json!(h.spool_id));
+    evidence.insert("sequence".to_owned(), serde_json::json!(h.sequence));
+    if let Some(p) = previous {
+        evidence.insert("previous_spool_id".to_owned(), serde_json::json!(p));
     }
-    jsonl
-        .split(|&b| b == b'\n')
-        .enumerate()
-        .filter(|(_, line)| !line.is_empty())
-        .map(|(n, line)| {
-            Event::from_json_slice(line).map_err(|e| DecodeError::Line(n + 1, e.to_string()))
-        })
-        .collect()
+    vec![Alert {
+        ts,
+        last_ts: ts,
+        count: 1,
+        detector: DetectorName::Intake,
+        kind: kind.to_owned(),
+        severity: Severity::Medium,
+        summary,
+        src_ip: None,
+        dst_ip: None,
+        asset: None,
+        subject: h.agent.clone(),
+        score: 0.5,
+        evidence,
+    }]
 }
 
 /// Deletes raw events older than the retention, a step at a time, every `interval`.

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod budget;
 pub mod config;
 pub mod detection;
 pub mod export;
@@ -22,4 +23,4 @@ pub use config::{CollectorConfig, ConfigError};
 pub use intake::{Collector, IntakeError};
 pub use stats::{IntakeStats, IntakeStatsSnapshot, RefusalReason};
 pub use store::sqlite::SqliteStore;
-pub use store::{IncomingBatch, Store, StoreError, StoreHandle, Stored};
+pub use store::{Continuity, IncomingBatch, Store, StoreError, StoreHandle, Stored};

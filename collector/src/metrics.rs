@@ -23,6 +23,11 @@ pub mod names {
     pub const INTAKE_CONNECTIONS_OPEN: &str = "mamori_intake_connections_open";
     pub const INTAKE_RECEIVED_BYTES_TOTAL: &str = "mamori_intake_received_bytes_total";
     pub const EVENTS_EXPIRED_TOTAL: &str = "mamori_events_expired_total";
+    pub const INTAKE_EVENTS_QUARANTINED_TOTAL: &str = "mamori_intake_events_quarantined_total";
+    pub const INTAKE_AGENT_SPOOL_CHANGES_TOTAL: &str = "mamori_intake_agent_spool_changes_total";
+    pub const INTAKE_AGENT_SEQUENCE_REUSES_TOTAL: &str =
+        "mamori_intake_agent_sequence_reuses_total";
+    pub const INTAKE_INFLIGHT_BYTES: &str = "mamori_intake_inflight_bytes";
     pub const AGENT_LAST_SEEN_TIMESTAMP_SECONDS: &str = "mamori_agent_last_seen_timestamp_seconds";
     pub const STORAGE_BYTES: &str = "mamori_storage_bytes";
     pub const COLLECTOR_BUILD_INFO: &str = "mamori_collector_build_info";
@@ -55,6 +60,10 @@ pub struct CollectorMetrics {
     connections_open: IntGauge,
     received_bytes: IntCounterVec,
     events_expired: IntCounterVec,
+    events_quarantined: IntCounterVec,
+    spool_changes: IntCounterVec,
+    sequence_reuses: IntCounterVec,
+    inflight_bytes: IntGauge,
     last_seen: GaugeVec,
     storage_bytes: IntGauge,
     alerts: IntCounterVec,
@@ -241,6 +250,29 @@ impl CollectorMetrics {
                 "Raw events deleted by retention.",
                 &[],
             )?,
+            events_quarantined: counter(
+                &r,
+                INTAKE_EVENTS_QUARANTINED_TOTAL,
+                "Lines of stored batches that were not events, kept aside with their reason (GET /api/v1/quarantine); their batches were stored and acknowledged.",
+                &[],
+            )?,
+            spool_changes: counter(
+                &r,
+                INTAKE_AGENT_SPOOL_CHANGES_TOTAL,
+                "Batches from another spool than their agent's latest: the agent's numbering started again (spool lost or wiped, host reinstalled) or two agents share an identity.",
+                &[],
+            )?,
+            sequence_reuses: counter(
+                &r,
+                INTAKE_AGENT_SEQUENCE_REUSES_TOTAL,
+                "Batches under a number their agent's spool had used for other content (stored as well).",
+                &[],
+            )?,
+            inflight_bytes: gauge(
+                &r,
+                INTAKE_INFLIGHT_BYTES,
+                "Memory reserved by batches in progress (bodies, decompressed text and decoded events until detection has seen them); at most [intake] max_inflight_bytes.",
+            )?,
             storage_bytes: gauge(
                 &r,
                 STORAGE_BYTES,
@@ -293,6 +325,10 @@ impl CollectorMetrics {
         set_gauge(&self.connections_open, s.connections_open);
         set_total(&self.received_bytes, &[], s.received_bytes_total);
         set_total(&self.events_expired, &[], s.events_expired_total);
+        set_total(&self.events_quarantined, &[], s.events_quarantined_total);
+        set_total(&self.spool_changes, &[], s.spool_changes_total);
+        set_total(&self.sequence_reuses, &[], s.sequence_reuses_total);
+        set_gauge(&self.inflight_bytes, s.inflight_bytes);
         for ((detector, severity), n) in self.stats.alerts() {
             set_total(&self.alerts, &[detector, severity], n);
         }

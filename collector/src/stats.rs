@@ -116,10 +116,12 @@ pub enum RefusalReason {
     StorageError,
     /// The collector is shutting down (`503`).
     ShuttingDown,
+    /// The batch did not fit in `max_inflight_bytes` within a second (`503`).
+    MemoryBudget,
 }
 
 impl RefusalReason {
-    pub const ALL: [RefusalReason; 13] = [
+    pub const ALL: [RefusalReason; 14] = [
         RefusalReason::TlsHandshake,
         RefusalReason::HandshakeTimeout,
         RefusalReason::TooManyConnections,
@@ -133,6 +135,7 @@ impl RefusalReason {
         RefusalReason::Overloaded,
         RefusalReason::StorageError,
         RefusalReason::ShuttingDown,
+        RefusalReason::MemoryBudget,
     ];
 
     /// The label value.
@@ -151,6 +154,7 @@ impl RefusalReason {
             RefusalReason::Overloaded => "overloaded",
             RefusalReason::StorageError => "storage_error",
             RefusalReason::ShuttingDown => "shutting_down",
+            RefusalReason::MemoryBudget => "memory_budget",
         }
     }
 
@@ -179,8 +183,19 @@ pub struct IntakeStats {
     pub received_bytes: AtomicU64,
     /// `events_expired_total`: raw events deleted by retention.
     pub events_expired: AtomicU64,
+    /// `events_quarantined_total`: lines of stored batches that were not events, kept aside
+    /// (`/api/v1/quarantine`) instead of refusing their batch.
+    pub events_quarantined: AtomicU64,
+    /// `agent_spool_changes_total`: batches from another spool than the agent's latest (its
+    /// numbering started again).
+    pub spool_changes: AtomicU64,
+    /// `agent_sequence_reuses_total`: batches under a number the agent's spool had used for
+    /// other content.
+    pub sequence_reuses: AtomicU64,
+    /// `inflight_bytes`: memory reserved by batches in progress (gauge).
+    pub inflight_bytes: AtomicU64,
     /// `refused_total{reason}`, indexed by [`RefusalReason`].
-    refused: [AtomicU64; 13],
+    refused: [AtomicU64; RefusalReason::ALL.len()],
     /// Per site of the allowlist (empty with [`Default`]).
     sites: BTreeMap<String, SiteStats>,
     /// Online detection: stored batches not handed to detection because its queue was full
@@ -321,6 +336,10 @@ impl IntakeStats {
             events_stored_total: get(&self.events_stored),
             received_bytes_total: get(&self.received_bytes),
             events_expired_total: get(&self.events_expired),
+            events_quarantined_total: get(&self.events_quarantined),
+            spool_changes_total: get(&self.spool_changes),
+            sequence_reuses_total: get(&self.sequence_reuses),
+            inflight_bytes: get(&self.inflight_bytes),
             refused_total: RefusalReason::ALL
                 .iter()
                 .map(|&r| (r.as_str(), self.refused(r)))
@@ -353,6 +372,10 @@ pub struct IntakeStatsSnapshot {
     pub events_stored_total: u64,
     pub received_bytes_total: u64,
     pub events_expired_total: u64,
+    pub events_quarantined_total: u64,
+    pub spool_changes_total: u64,
+    pub sequence_reuses_total: u64,
+    pub inflight_bytes: u64,
     /// (reason, count) for every reason, in [`RefusalReason::ALL`] order.
     pub refused_total: Vec<(&'static str, u64)>,
     /// Per configured site, in name order.

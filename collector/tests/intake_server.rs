@@ -249,19 +249,23 @@ async fn bad_input_is_refused_and_counted_while_a_good_agent_is_served() {
     )
     .await;
     assert_eq!(status(&r), 400, "{r}");
-    // gzip, but not events.
+    // gzip, but a line that is not an event: the batch is stored and acknowledged, the line
+    // quarantined (one bad line must not make the agent resend the batch forever).
     let r = exchange(
         agent3.clone(),
         addr,
         &post(AGENT_3, "1", &gzip(b"{\"x\":1}\n"), None),
     )
     .await;
-    assert_eq!(status(&r), 400, "{r}");
-    assert!(r.contains("line 1"), "{r}");
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(
+        r.ends_with(r#"{"acked":1,"duplicate":false,"quarantined":1}"#),
+        "{r}"
+    );
     // A sequence that is not a number.
     let r = exchange(agent3.clone(), addr, &post(AGENT_3, "-1", &batch, None)).await;
     assert_eq!(status(&r), 400, "{r}");
-    assert_eq!(stats.refused(RefusalReason::Malformed), 3);
+    assert_eq!(stats.refused(RefusalReason::Malformed), 2);
 
     // A body over max_body_bytes, announced, and a gzip bomb over max_decompressed_bytes.
     let big = vec![b'x'; 5000];
@@ -293,7 +297,17 @@ async fn bad_input_is_refused_and_counted_while_a_good_agent_is_served() {
     // A batch, then the same sequence again (a replay, or a resend after a lost ack).
     let r = exchange(agent3.clone(), addr, &post(AGENT_3, "7", &batch, None)).await;
     assert_eq!(status(&r), 200, "{r}");
-    assert!(r.ends_with(r#"{"acked":7,"duplicate":false}"#), "{r}");
+    assert!(
+        r.ends_with(r#"{"acked":7,"duplicate":false,"quarantined":0}"#),
+        "{r}"
+    );
+    let r = exchange(agent3.clone(), addr, &post(AGENT_3, "7", &batch, None)).await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(
+        r.ends_with(r#"{"acked":7,"duplicate":true,"quarantined":0}"#),
+        "{r}"
+    );
+    // The same number with other content: a number used twice, not a resend. Stored too.
     let r = exchange(
         agent3.clone(),
         addr,
@@ -301,7 +315,11 @@ async fn bad_input_is_refused_and_counted_while_a_good_agent_is_served() {
     )
     .await;
     assert_eq!(status(&r), 200, "{r}");
-    assert!(r.ends_with(r#"{"acked":7,"duplicate":true}"#), "{r}");
+    assert!(
+        r.ends_with(r#"{"acked":7,"duplicate":false,"quarantined":0}"#),
+        "{r}"
+    );
+    assert_eq!(stats.snapshot().sequence_reuses_total, 1);
 
     // Not the batch endpoint.
     let r = exchange(
@@ -358,11 +376,13 @@ async fn bad_input_is_refused_and_counted_while_a_good_agent_is_served() {
 
     let (ids, _) = stored(&db, AGENT_1);
     assert_eq!(ids, (0..n).collect::<Vec<_>>());
-    // The replayed batch is there once, with its first contents.
+    // The resent batch is there once; the other one under its number too, and the line
+    // that was not an event is in quarantine, not among the events.
     let (ids, sites) = stored(&db, AGENT_3);
-    assert_eq!(ids, (0..5).collect::<Vec<_>>());
+    assert_eq!(ids, (0..5).chain(100..105).collect::<Vec<_>>());
     assert_eq!(sites, ["plant-b"]);
     assert_eq!(snapshot.batches_duplicate_total, 1);
+    assert_eq!(snapshot.events_quarantined_total, 1);
     assert_eq!(snapshot.refused(RefusalReason::NotFound), 1);
 }
 

@@ -18,27 +18,17 @@
 //!
 //! The lengths make a truncated file detectable, the checksum a torn or corrupted one.
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use flate2::Compression;
-use flate2::read::GzDecoder;
-use flate2::write::GzEncoder;
-use mamori_models::Event;
+pub use mamori_wire::{CONTENT_ENCODING, MAX_BODY_BYTES, MAX_DECOMPRESSED_BYTES};
 use serde::{Deserialize, Serialize};
 
 use super::ShipError;
 
 /// Version of the on-disk framing and of the header's fields.
 pub const BATCH_FORMAT_VERSION: u16 = 1;
-/// The `Content-Encoding` of a batch body.
-pub const CONTENT_ENCODING: &str = "gzip";
 /// Cap on the JSON header of a spooled batch.
 pub const MAX_HEADER_BYTES: u32 = 4 * 1024;
-/// Cap on a compressed body, spooled or received.
-pub const MAX_BODY_BYTES: u32 = 64 * 1024 * 1024;
-/// Cap on a decompressed body (a gzip bomb stops here).
-pub const MAX_DECOMPRESSED_BYTES: u64 = 256 * 1024 * 1024;
 
 const MAGIC: [u8; 4] = *b"MMRB";
 const PREFIX_LEN: usize = 18;
@@ -89,10 +79,7 @@ pub enum CorruptBatch {
 impl Batch {
     /// Compresses `jsonl` (complete lines, each ending in `\n`) into a batch.
     pub fn seal(header: BatchHeader, jsonl: &[u8]) -> Result<Batch, ShipError> {
-        let mut gz = GzEncoder::new(Vec::with_capacity(jsonl.len() / 4), Compression::fast());
-        gz.write_all(jsonl)
-            .map_err(|e| ShipError::Encode(e.to_string()))?;
-        let body = gz.finish().map_err(|e| ShipError::Encode(e.to_string()))?;
+        let body = mamori_wire::compress_jsonl(jsonl)?;
         Ok(Batch { header, body })
     }
 
@@ -165,32 +152,6 @@ impl Batch {
             body: body.to_vec(),
         })
     }
-}
-
-/// Decompresses a batch body and parses its events (the collector's side; tests).
-///
-/// Stops at `max_decompressed_bytes`; a line that is not an event is an error naming the
-/// line number (from 1).
-pub fn decode_body(body: &[u8], max_decompressed_bytes: u64) -> Result<Vec<Event>, ShipError> {
-    let mut jsonl = Vec::new();
-    GzDecoder::new(body)
-        .take(max_decompressed_bytes.saturating_add(1))
-        .read_to_end(&mut jsonl)
-        .map_err(|e| ShipError::Decode(format!("gzip: {e}")))?;
-    if jsonl.len() as u64 > max_decompressed_bytes {
-        return Err(ShipError::Decode(
-            "body over the decompressed size cap".into(),
-        ));
-    }
-    jsonl
-        .split(|&b| b == b'\n')
-        .enumerate()
-        .filter(|(_, line)| !line.is_empty())
-        .map(|(n, line)| {
-            Event::from_json_slice(line)
-                .map_err(|e| ShipError::Decode(format!("line {}: {e}", n + 1)))
-        })
-        .collect()
 }
 
 /// When a batch closes: at `max_events`, at `max_bytes` of JSON Lines, or `max_age` after
@@ -288,7 +249,9 @@ mod tests {
         let bytes = b.encode().unwrap();
         let back = Batch::decode(&bytes).unwrap();
         assert_eq!(back, b);
-        let events = decode_body(&back.body, MAX_DECOMPRESSED_BYTES).unwrap();
+        let events = mamori_wire::decode_body(&back.body, MAX_DECOMPRESSED_BYTES)
+            .unwrap()
+            .events;
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].type_name(), "flow");
     }
@@ -325,7 +288,7 @@ mod tests {
     fn decompression_is_capped() {
         let big = vec![b' '; 100_000];
         let b = Batch::seal(sample().header, &big).unwrap();
-        assert!(decode_body(&b.body, 10_000).is_err());
+        assert!(mamori_wire::decode_body(&b.body, 10_000).is_err());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The shipping loop: sends the spool's batches to the collector in sequence order, one at a
 //! time, over HTTP/1.1 on mutually authenticated TLS, and deletes each only when the collector
 //! acknowledges it. Failures (connect, handshake, request, refusal, timeout) keep the batch
-//! and reconnect after an exponential backoff with jitter. Protocol: `docs/shipping.md`.
+//! and reconnect after an exponential backoff with jitter, except a refusal as bad input
+//! (`400`, `413`): no resend can succeed, so that batch is set aside (`rejected/`, counted)
+//! and the next one goes. Protocol: `docs/shipping.md`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,39 +13,33 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1;
 use hyper::{Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
+use mamori_wire::{
+    AGENT_HEADER, Ack, BATCHES_PATH, CONTENT_ENCODING, CONTENT_TYPE, CREATED_HEADER,
+    EVENT_COUNT_HEADER, SEQUENCE_HEADER, SPOOL_ID_HEADER,
+};
 use rustls_pki_types::ServerName;
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
-use super::batch::{Batch, CONTENT_ENCODING};
+use super::batch::Batch;
 use super::config::{ShipperConfig, TlsMaterial};
 use super::stats::{self, CONNECTED, CONNECTING, DISCONNECTED};
 use super::{Shared, ShipError, stopped};
 
-/// Where batches are posted.
-pub const BATCHES_PATH: &str = "/v1/batches";
-/// The agent id (must match the client certificate).
-pub const AGENT_HEADER: &str = "mamori-agent";
-/// The batch's sequence number.
-pub const SEQUENCE_HEADER: &str = "mamori-sequence";
-/// Events in the batch.
-pub const EVENT_COUNT_HEADER: &str = "mamori-event-count";
-/// When the batch's first event was taken, Unix milliseconds.
-pub const CREATED_HEADER: &str = "mamori-batch-created-unix-ms";
-/// The body's media type (before `Content-Encoding`).
-pub const CONTENT_TYPE: &str = "application/x-ndjson";
 /// Cap on the collector's answer.
 const MAX_RESPONSE_BYTES: usize = 4096;
+/// After this many batches in a row refused as bad input, the collector is taken to be
+/// refusing everything (a version mismatch, a bug): batches are then held and retried with
+/// backoff instead of set aside, so a broken collector cannot empty the spool.
+const MAX_CONSECUTIVE_REJECTIONS: u32 = 8;
 
-/// The collector's answer to a batch: it stored batch `acked` (now, or before if
-/// `duplicate`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ack {
-    pub acked: u64,
-    pub duplicate: bool,
+/// Whether a refusal says the batch itself can never be accepted: malformed (`400`) or over
+/// the collector's size caps (`413`). Anything else (`403` identity, `404`, `5xx`, ...) is
+/// about the link or the collector, and a resend may succeed.
+fn refused_for_good(status: u16) -> bool {
+    matches!(status, 400 | 413)
 }
 
 /// The wait before reconnection attempt `failures` (1 after the first failure): `initial`
@@ -163,13 +159,19 @@ impl Client {
     }
 
     /// Posts one batch and reads the acknowledgement.
-    async fn send(&self, sender: &mut Sender, batch: Batch) -> Result<Ack, ShipError> {
+    async fn send(
+        &self,
+        sender: &mut Sender,
+        spool_id: &str,
+        batch: Batch,
+    ) -> Result<Ack, ShipError> {
         let h = &batch.header;
         let request = Request::post(BATCHES_PATH)
             .header(header::HOST, &self.host)
             .header(header::CONTENT_TYPE, CONTENT_TYPE)
             .header(header::CONTENT_ENCODING, CONTENT_ENCODING)
             .header(AGENT_HEADER, &h.agent_id)
+            .header(SPOOL_ID_HEADER, spool_id)
             .header(SEQUENCE_HEADER, h.sequence.to_string())
             .header(EVENT_COUNT_HEADER, h.event_count.to_string())
             .header(CREATED_HEADER, h.created_unix_ms.to_string())
@@ -206,10 +208,12 @@ impl Client {
     }
 }
 
-/// Tracks a streak of failures so each streak is logged once (and its end once).
+/// Tracks a streak of failures so each streak is logged once (and its end once), and the
+/// batches refused in a row as bad input.
 #[derive(Debug, Default)]
 struct Failures {
     streak: u32,
+    rejections: u32,
 }
 
 impl Failures {
@@ -227,6 +231,7 @@ impl Failures {
             tracing::info!(failures = self.streak, "delivering to the collector again");
         }
         self.streak = 0;
+        self.rejections = 0;
     }
 }
 
@@ -234,6 +239,7 @@ impl Failures {
 pub(crate) async fn run(client: Client, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut failures = Failures::default();
     let mut highest_sent: Option<u64> = None;
+    let spool_id = shared.spool().id().to_owned();
     loop {
         if *shutdown.borrow() {
             break;
@@ -256,6 +262,7 @@ pub(crate) async fn run(client: Client, shared: Arc<Shared>, mut shutdown: watch
                 let end = session(
                     &client,
                     &shared,
+                    &spool_id,
                     &mut sender,
                     &mut shutdown,
                     &mut highest_sent,
@@ -292,6 +299,7 @@ pub(crate) async fn run(client: Client, shared: Arc<Shared>, mut shutdown: watch
 async fn session(
     client: &Client,
     shared: &Arc<Shared>,
+    spool_id: &str,
     sender: &mut Sender,
     shutdown: &mut watch::Receiver<bool>,
     highest_sent: &mut Option<u64>,
@@ -325,7 +333,7 @@ async fn session(
         *highest_sent = (*highest_sent).max(Some(seq));
         stats::add(&shared.stats.batches_sent, 1);
         let result = tokio::select! {
-            r = client.send(sender, batch) => r,
+            r = client.send(sender, spool_id, batch) => r,
             _ = stopped(shutdown) => {
                 shared.spool().end_send();
                 return SessionEnd::Shutdown;
@@ -341,6 +349,20 @@ async fn session(
         };
         let ack = match ack {
             Ok(ack) => ack,
+            Err(ShipError::Refused { status, reason })
+                if refused_for_good(status) && failures.rejections < MAX_CONSECUTIVE_REJECTIONS =>
+            {
+                failures.rejections += 1;
+                stats::add(&shared.stats.send_failures, 1);
+                let why = format!("{status}: {reason}");
+                if let Err(e) = shared.with_spool(move |s| s.reject(seq, &why)).await {
+                    tracing::error!(error = %e, sequence = seq, "cannot set a rejected batch aside");
+                    return SessionEnd::Failed;
+                }
+                shared.space_freed.notify_waiters();
+                // The collector closes the connection after a refusal: reconnect at once.
+                return SessionEnd::Idle;
+            }
             Err(e) => {
                 shared.spool().end_send();
                 stats::add(&shared.stats.send_failures, 1);

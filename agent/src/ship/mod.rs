@@ -20,9 +20,10 @@ use mamori_models::Event;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-pub use batch::{Batch, BatchHeader, BatchLimits, decode_body};
-pub use client::{Ack, backoff_delay};
+pub use batch::{Batch, BatchHeader, BatchLimits};
+pub use client::backoff_delay;
 pub use config::{ConfigErrors, ConfigProblem, FsyncPolicy, ShipperConfig, WhenFull};
+pub use mamori_wire::Ack;
 pub use spool::{PushOutcome, Spool, SpoolConfig};
 pub use stats::{ShipStats, ShipStatsSnapshot};
 
@@ -39,8 +40,8 @@ pub enum ShipError {
     },
     #[error("encoding a batch: {0}")]
     Encode(String),
-    #[error("decoding a batch: {0}")]
-    Decode(String),
+    #[error("batch body: {0}")]
+    Wire(#[from] mamori_wire::WireError),
     #[error("TLS setup: {0}")]
     Tls(String),
     #[error("connecting to {address}: {reason}")]

@@ -10,7 +10,14 @@
 //! - `next_sequence`: the next sequence number, persisted (the same way) before the newest
 //!   file is removed, so a number is never reused even when the spool runs empty;
 //! - `quarantine/`: torn and corrupt files found at start or at read, kept for a look
-//!   (the newest [`MAX_QUARANTINED_FILES`]).
+//!   (the newest [`MAX_QUARANTINED_FILES`]);
+//! - `rejected/`: batches the collector refused as bad input (`400`, `413`), set aside so the
+//!   next batch can go (the newest [`MAX_REJECTED_FILES`]);
+//! - `spool_id`: the spool's random identity, made when the folder is first used. It goes with
+//!   every batch (`Mamori-Spool-Id`): sequence numbers are unique within one spool, so a
+//!   spool lost and made anew (a disk replaced, a host reinstalled) starts at 1 again under a
+//!   new id, and the collector tells its batches from the old ones instead of taking them for
+//!   duplicates.
 //!
 //! `<seq>` is zero-padded to 12 digits so a listing sorts in sequence order.
 //!
@@ -40,10 +47,14 @@ use super::stats::{self, ShipStats};
 
 /// Quarantined files kept; older ones are deleted at start.
 pub const MAX_QUARANTINED_FILES: usize = 64;
+/// Rejected batches kept; older ones are deleted as new ones arrive.
+pub const MAX_REJECTED_FILES: usize = 64;
 
 const STATE_FILE: &str = "next_sequence";
 const STATE_TMP: &str = "next_sequence.tmp";
 const QUARANTINE_DIR: &str = "quarantine";
+const REJECTED_DIR: &str = "rejected";
+const SPOOL_ID_FILE: &str = "spool_id";
 /// Sequence numbers start at 1, so an ack of 0 never matches a batch.
 const FIRST_SEQUENCE: u64 = 1;
 
@@ -130,9 +141,12 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ShipError + '_ {
 #[derive(Debug)]
 pub struct Spool {
     dir: PathBuf,
+    id: String,
     cfg: SpoolConfig,
     sealed: BTreeMap<u64, Sealed>,
     bytes: u64,
+    /// Events in `sealed`.
+    sealed_events: u64,
     next_sequence: u64,
     persisted_next: u64,
     open: Option<Open>,
@@ -146,11 +160,16 @@ impl Spool {
     pub fn open(dir: &Path, cfg: SpoolConfig, stats: Arc<ShipStats>) -> Result<Spool, ShipError> {
         let quarantine = dir.join(QUARANTINE_DIR);
         fs::create_dir_all(&quarantine).map_err(io_err(&quarantine))?;
+        let rejected = dir.join(REJECTED_DIR);
+        fs::create_dir_all(&rejected).map_err(io_err(&rejected))?;
+        let id = spool_id(dir, cfg.fsync)?;
         let mut spool = Spool {
             dir: dir.to_path_buf(),
+            id,
             cfg,
             sealed: BTreeMap::new(),
             bytes: 0,
+            sealed_events: 0,
             next_sequence: FIRST_SEQUENCE,
             persisted_next: 0,
             open: None,
@@ -165,10 +184,7 @@ impl Spool {
             highest = highest.max(Some(seq));
             match kind {
                 Kind::Batch => match spool.check_file(&name, seq) {
-                    Ok(sealed) => {
-                        spool.bytes = spool.bytes.saturating_add(sealed.bytes);
-                        spool.sealed.insert(seq, sealed);
-                    }
+                    Ok(sealed) => spool.index(seq, sealed),
                     Err(reason) => spool.quarantine(&name, &reason),
                 },
                 Kind::Temp => {
@@ -177,8 +193,7 @@ impl Spool {
                 Kind::Journal => journals.push(seq),
             }
         }
-        let mut quarantined = list(&quarantine)?;
-        for (_, seq, _) in &quarantined {
+        for (_, seq, _) in list(&quarantine)?.iter().chain(&list(&rejected)?) {
             highest = highest.max(Some(*seq));
         }
         spool.next_sequence = [
@@ -194,19 +209,19 @@ impl Spool {
             spool.persist_state()?;
         }
         // Every number on disk is now below the persisted one: old quarantine can go.
-        quarantined.sort_by_key(|(_, seq, _)| *seq);
-        let excess = quarantined.len().saturating_sub(MAX_QUARANTINED_FILES);
-        for (name, _, _) in quarantined.iter().take(excess) {
-            let _ = fs::remove_file(quarantine.join(name));
-        }
+        prune(&quarantine, MAX_QUARANTINED_FILES);
         journals.sort_unstable();
         for seq in journals {
             spool.recover_journal(seq)?;
         }
+        // Accepted by an earlier run: with `events_accepted_total` this balances against
+        // acked + dropped + still spooled.
+        stats::add(&spool.stats.events_recovered, spool.sealed_events);
         spool.update_gauges();
         if !spool.sealed.is_empty() {
             tracing::info!(
                 dir = %spool.dir.display(),
+                spool_id = %spool.id,
                 batches = spool.sealed.len(),
                 bytes = spool.bytes,
                 next_sequence = spool.next_sequence,
@@ -248,6 +263,10 @@ impl Spool {
         open.journal_len = open.journal_len.saturating_add(line.len() as u64);
         open.batch.push_line(&line);
         stats::add(&self.stats.events_accepted, 1);
+        stats::set(
+            &self.stats.spool_events,
+            self.sealed_events + u64::from(open.batch.events()),
+        );
         if open.batch.is_full(&self.cfg.limits) {
             self.seal()?;
         }
@@ -282,9 +301,15 @@ impl Spool {
             self.store(&batch, events)?;
         }
         self.open = None;
+        self.update_gauges();
         let journal = self.dir.join(journal_name(seq));
         fs::remove_file(&journal).map_err(io_err(&journal))?;
         Ok(Some(seq))
+    }
+
+    /// The spool's identity (see the module doc).
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// The oldest sealed batch: the next to send.
@@ -321,10 +346,45 @@ impl Spool {
             }
             Err(reason) => {
                 self.quarantine(&name, &reason.to_string());
-                self.forget(seq);
+                self.drop_corrupt(seq);
                 Ok(None)
             }
         }
+    }
+
+    /// The collector refused batch `seq` as bad input, for good: it is moved to `rejected/`
+    /// (the newest [`MAX_REJECTED_FILES`] are kept) and its events counted as dropped, so the
+    /// batches after it can go. Returns its event count, or `None` if it was no longer here.
+    pub fn reject(&mut self, seq: u64, reason: &str) -> Result<Option<u32>, ShipError> {
+        if self.in_flight == Some(seq) {
+            self.in_flight = None;
+        }
+        let Some(entry) = self.sealed.get(&seq).copied() else {
+            return Ok(None);
+        };
+        let newest_on_disk = self.open.is_none() && seq.saturating_add(1) >= self.next_sequence;
+        if newest_on_disk && self.persisted_next < self.next_sequence {
+            self.persist_state()?;
+        }
+        let name = batch_name(seq);
+        let from = self.dir.join(&name);
+        let dir = self.dir.join(REJECTED_DIR);
+        if fs::rename(&from, dir.join(&name)).is_err() {
+            let _ = fs::remove_file(&from);
+        }
+        prune(&dir, MAX_REJECTED_FILES);
+        self.forget(seq);
+        stats::add(&self.stats.batches_rejected, 1);
+        let total = stats::add(&self.stats.events_rejected, u64::from(entry.events));
+        tracing::warn!(
+            sequence = seq,
+            events = entry.events,
+            reason,
+            events_rejected_total = total,
+            file = %dir.join(&name).display(),
+            "the collector refused a batch as bad input: set aside, the next one goes"
+        );
+        Ok(Some(entry.events))
     }
 
     /// The send of the batch in flight failed: it stays, first in line.
@@ -419,7 +479,7 @@ impl Spool {
         }
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
         self.sync_dir()?;
-        self.sealed.insert(
+        self.index(
             seq,
             Sealed {
                 bytes: len,
@@ -427,7 +487,6 @@ impl Spool {
                 created_unix_ms: batch.header.created_unix_ms,
             },
         );
-        self.bytes = self.bytes.saturating_add(len);
         stats::add(&self.stats.batches_spooled, 1);
         self.update_gauges();
         Ok(())
@@ -492,9 +551,27 @@ impl Spool {
         }
     }
 
+    fn index(&mut self, seq: u64, entry: Sealed) {
+        self.bytes = self.bytes.saturating_add(entry.bytes);
+        self.sealed_events = self.sealed_events.saturating_add(u64::from(entry.events));
+        if let Some(old) = self.sealed.insert(seq, entry) {
+            self.bytes = self.bytes.saturating_sub(old.bytes);
+            self.sealed_events = self.sealed_events.saturating_sub(u64::from(old.events));
+        }
+    }
+
+    /// A sealed batch failed its checks when read for sending: its events are lost (counted).
+    fn drop_corrupt(&mut self, seq: u64) {
+        if let Some(entry) = self.sealed.get(&seq) {
+            stats::add(&self.stats.events_corrupt, u64::from(entry.events));
+        }
+        self.forget(seq);
+    }
+
     fn forget(&mut self, seq: u64) {
         if let Some(entry) = self.sealed.remove(&seq) {
             self.bytes = self.bytes.saturating_sub(entry.bytes);
+            self.sealed_events = self.sealed_events.saturating_sub(u64::from(entry.events));
         }
         if self.in_flight == Some(seq) {
             self.in_flight = None;
@@ -505,6 +582,10 @@ impl Spool {
     fn update_gauges(&self) {
         stats::set(&self.stats.spool_bytes, self.bytes);
         stats::set(&self.stats.spool_batches, self.sealed.len() as u64);
+        stats::set(
+            &self.stats.spool_events,
+            self.sealed_events + u64::from(self.open_events()),
+        );
         let oldest = self.sealed.values().next().map_or(0, |s| s.created_unix_ms);
         stats::set(&self.stats.oldest_batch_created_unix_ms, oldest);
     }
@@ -630,6 +711,47 @@ impl Spool {
                 .map_err(io_err(&self.dir))?;
         }
         Ok(())
+    }
+}
+
+/// The spool's id: read from `spool_id`, or made (random, 128 bits as hex) and written
+/// durably when the folder has none. An unreadable or invalid file is replaced: a new id only
+/// makes the collector treat the batches that follow as a new numbering, which is safe.
+fn spool_id(dir: &Path, fsync: FsyncPolicy) -> Result<String, ShipError> {
+    let path = dir.join(SPOOL_ID_FILE);
+    if let Ok(text) = fs::read_to_string(&path) {
+        let id = text.trim();
+        if mamori_wire::valid_spool_id(id) {
+            return Ok(id.to_owned());
+        }
+        tracing::warn!(file = %path.display(), "spool id unreadable: making a new one");
+    }
+    let id = format!("{:032x}", fastrand::u128(..));
+    let tmp = dir.join(format!("{SPOOL_ID_FILE}.tmp"));
+    {
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        writeln!(f, "{id}").map_err(io_err(&tmp))?;
+        if fsync == FsyncPolicy::Always {
+            f.sync_all().map_err(io_err(&tmp))?;
+        }
+    }
+    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    if fsync == FsyncPolicy::Always {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
+    }
+    tracing::info!(dir = %dir.display(), spool_id = %id, "new spool");
+    Ok(id)
+}
+
+/// Deletes the oldest spool files in `dir` (by sequence) beyond `keep`.
+fn prune(dir: &Path, keep: usize) {
+    let Ok(mut files) = list(dir) else { return };
+    files.sort_by_key(|(_, seq, _)| *seq);
+    let excess = files.len().saturating_sub(keep);
+    for (name, _, _) in files.iter().take(excess) {
+        let _ = fs::remove_file(dir.join(name));
     }
 }
 

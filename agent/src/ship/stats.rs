@@ -1,5 +1,8 @@
-//! What shipping counts. Every event accepted by the spool ends in exactly one of: acked by
-//! the collector, dropped at the full spool (`drop_oldest`), or still in the spool.
+//! What shipping counts. Every event accepted by the spool (this run, or an earlier one and
+//! recovered at start) ends in exactly one of: acked by the collector, dropped (at the full
+//! spool with `drop_oldest`, refused by the collector as bad input, or corrupt on disk), or
+//! still in the spool:
+//! `events_recovered + events_accepted = events_acked + events_dropped{*} + spool_events`.
 //! Names below are the metric names without the `mamori_ship_` prefix.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +21,19 @@ pub struct ShipStats {
     pub events_dropped: AtomicU64,
     /// `events_acked_total`: events in batches the collector acknowledged.
     pub events_acked: AtomicU64,
+    /// `events_recovered_total`: events found in the spool at start (accepted by an earlier
+    /// run, not yet acknowledged).
+    pub events_recovered: AtomicU64,
+    /// `events_dropped_total{reason="rejected"}`: events in batches the collector refused as
+    /// bad input (set aside in `rejected/`).
+    pub events_rejected: AtomicU64,
+    /// `events_dropped_total{reason="corrupt"}`: events in sealed batches that failed their
+    /// checks when read for sending (moved to `quarantine/`).
+    pub events_corrupt: AtomicU64,
+    /// `spool_events`: events in the spool, sealed or in the open batch (gauge).
+    pub spool_events: AtomicU64,
+    /// `batches_rejected_total`: batches the collector refused as bad input.
+    pub batches_rejected: AtomicU64,
     /// `batches_spooled_total`: batches sealed into the spool.
     pub batches_spooled: AtomicU64,
     /// `batches_sent_total`: requests sent (first tries and retries).
@@ -62,6 +78,11 @@ pub struct ShipStatsSnapshot {
     pub events_refused_total: u64,
     pub events_dropped_total: u64,
     pub events_acked_total: u64,
+    pub events_recovered_total: u64,
+    pub events_rejected_total: u64,
+    pub events_corrupt_total: u64,
+    pub spool_events: u64,
+    pub batches_rejected_total: u64,
     pub batches_spooled_total: u64,
     pub batches_sent_total: u64,
     pub batches_retried_total: u64,
@@ -86,6 +107,11 @@ impl ShipStats {
             events_refused_total: g(&self.events_refused),
             events_dropped_total: g(&self.events_dropped),
             events_acked_total: g(&self.events_acked),
+            events_recovered_total: g(&self.events_recovered),
+            events_rejected_total: g(&self.events_rejected),
+            events_corrupt_total: g(&self.events_corrupt),
+            spool_events: g(&self.spool_events),
+            batches_rejected_total: g(&self.batches_rejected),
             batches_spooled_total: g(&self.batches_spooled),
             batches_sent_total: g(&self.batches_sent),
             batches_retried_total: g(&self.batches_retried),

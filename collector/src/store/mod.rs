@@ -1,6 +1,6 @@
 //! Where the collector keeps what it receives. [`Store`] is the storage contract the intake
-//! relies on (one batch stored atomically, deduplicated by (agent, sequence), durable when the
-//! call returns); [`sqlite::SqliteStore`] is the embedded implementation, and a PostgreSQL one
+//! relies on (one batch stored atomically, deduplicated by (agent, spool, sequence) and its
+//! content, durable when the call returns); [`sqlite::SqliteStore`] is the embedded implementation, and a PostgreSQL one
 //! can be added behind the same trait (`docs/collector.md`). [`StoreHandle`] runs a store on
 //! a dedicated thread behind a bounded queue, so the async side never blocks on disk.
 
@@ -44,6 +44,8 @@ pub struct IncomingBatch {
     pub agent: String,
     /// The site the allowlist maps the agent to.
     pub site: String,
+    /// `Mamori-Spool-Id`; empty from agents that do not send one.
+    pub spool_id: String,
     /// `Mamori-Sequence`.
     pub sequence: u64,
     /// `Mamori-Batch-Created-Unix-Ms`, when sent.
@@ -54,17 +56,54 @@ pub struct IncomingBatch {
     pub events: Vec<Event>,
     /// The body as received: gzip of the events' JSON Lines (the intake parsed it into
     /// `events`). Stored as is, so raw events cost the store one compressed write per batch;
-    /// empty: the store encodes and compresses `events` itself.
+    /// empty: the store encodes and compresses `events` itself. Passed only when every line
+    /// of it is in `events` (nothing quarantined).
     pub body: Vec<u8>,
+    /// SHA-256 of the body as received: what tells a resend (the same bytes, from the agent's
+    /// spool file) from another batch under the same number.
+    pub body_sha256: [u8; 32],
+    /// Lines of the body that were not events, kept aside with their reason.
+    pub quarantined: Vec<mamori_wire::RejectedLine>,
 }
 
 /// What storing a batch did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Stored {
-    /// Stored now. `out_of_order`: the agent had sent a higher sequence before.
-    New { out_of_order: bool },
-    /// This (agent, sequence) was stored before; nothing was written.
+    /// Stored now. `out_of_order`: the agent had sent a higher sequence from the same spool.
+    New {
+        out_of_order: bool,
+        continuity: Continuity,
+    },
+    /// This (agent, spool, sequence) was stored before with the same body; nothing was
+    /// written.
     Duplicate,
+}
+
+/// How a newly stored batch follows the agent's earlier ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Continuity {
+    /// The agent's first batch, or one from the same spool as its latest.
+    Continues,
+    /// From another spool than the agent's latest batch: its numbering started again (spool
+    /// lost or wiped, a reinstalled host) or two agents share one identity.
+    NewSpool { previous: String },
+    /// This (agent, spool, sequence) was stored before with other content: a number reused
+    /// (a power loss with `fsync = never`, or a spool restored from a copy). Stored as well.
+    Reused,
+}
+
+/// A quarantined line, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct QuarantinedLine {
+    pub id: i64,
+    pub site: String,
+    pub agent: String,
+    pub spool_id: String,
+    pub sequence: u64,
+    /// When the batch arrived, Unix ms.
+    pub received_unix_ms: u64,
+    #[serde(flatten)]
+    pub line: mamori_wire::RejectedLine,
 }
 
 /// The storage contract. Implementations are used from one thread at a time (the
@@ -140,6 +179,13 @@ pub trait Store: Send + 'static {
 
     /// The inventory of one site, or of every site; by site then address.
     fn assets(&mut self, site: Option<&str>) -> Result<Vec<Asset>, StoreError>;
+
+    /// Quarantined lines, newest first: of one site or all, at most `limit` (0: 100).
+    fn quarantined(
+        &mut self,
+        site: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<QuarantinedLine>, StoreError>;
 
     /// Flushes and closes (SQLite: checkpoints the WAL).
     fn close(self: Box<Self>) -> Result<(), StoreError>;

@@ -7,7 +7,10 @@ use std::path::Path;
 use mamori_models::detect::Alert;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{AlertQuery, AlertUpsert, IncidentQuery, IncomingBatch, Store, StoreError, Stored};
+use super::{
+    AlertQuery, AlertUpsert, Continuity, IncidentQuery, IncomingBatch, QuarantinedLine, Store,
+    StoreError, Stored,
+};
 use crate::incident::{Asset, Incident, StoredAlert};
 
 /// One schema change: its version (1, 2, ... with no gaps), what it is for, its SQL.
@@ -16,7 +19,15 @@ pub struct Migration {
     pub version: u32,
     pub description: &'static str,
     pub sql: &'static str,
+    /// The migration rebuilds a table other tables refer to (SQLite's "make a new table,
+    /// copy, drop, rename"), so foreign keys are off while it runs and checked before it
+    /// commits.
+    pub rebuilds: bool,
 }
+
+/// Quarantined lines kept (the newest); each holds at most
+/// [`mamori_wire::MAX_REJECTED_LINE_BYTES`] of text.
+pub const MAX_QUARANTINED_LINES: i64 = 10_000;
 
 /// Every migration, in order. Never edit one that has shipped: append a new one.
 pub const MIGRATIONS: &[Migration] = &[
@@ -48,6 +59,7 @@ pub const MIGRATIONS: &[Migration] = &[
             CREATE INDEX events_site_ts ON events (site, ts_us);
             CREATE INDEX events_batch ON events (batch_id, idx);
         ",
+        rebuilds: false,
     },
     Migration {
         version: 2,
@@ -90,6 +102,7 @@ pub const MIGRATIONS: &[Migration] = &[
                 UNIQUE (site, address)
             );
         ",
+        rebuilds: false,
     },
     Migration {
         version: 3,
@@ -104,6 +117,7 @@ pub const MIGRATIONS: &[Migration] = &[
             CREATE INDEX alerts_incident ON alerts (incident_id);
             CREATE INDEX incidents_state ON incidents (state, site);
         ",
+        rebuilds: false,
     },
     Migration {
         version: 4,
@@ -118,6 +132,52 @@ pub const MIGRATIONS: &[Migration] = &[
             ALTER TABLE batches ADD COLUMN max_ts_us INTEGER;
             CREATE INDEX batches_expiry ON batches (max_ts_us) WHERE body IS NOT NULL;
         ",
+        rebuilds: false,
+    },
+    Migration {
+        version: 5,
+        description: "batches named by (agent, spool id, sequence, body hash); quarantined lines",
+        // An agent whose spool was lost starts numbering at 1 again: (agent, sequence) alone
+        // took its new batches for duplicates and dropped them unseen. Rows from before have
+        // no spool id ('') and no hash (NULL: taken as the same content as any resend).
+        sql: "
+            CREATE TABLE batches_v5 (
+                id               INTEGER PRIMARY KEY,
+                agent            TEXT    NOT NULL,
+                spool_id         TEXT    NOT NULL DEFAULT '',
+                sequence         INTEGER NOT NULL,
+                body_sha256      BLOB,
+                site             TEXT    NOT NULL,
+                created_unix_ms  INTEGER,
+                received_unix_ms INTEGER NOT NULL,
+                events           INTEGER NOT NULL,
+                quarantined      INTEGER NOT NULL DEFAULT 0,
+                body             BLOB,
+                min_ts_us        INTEGER,
+                max_ts_us        INTEGER,
+                UNIQUE (agent, spool_id, sequence, body_sha256)
+            );
+            INSERT INTO batches_v5 (id, agent, sequence, site, created_unix_ms, received_unix_ms,
+                                    events, body, min_ts_us, max_ts_us)
+                SELECT id, agent, sequence, site, created_unix_ms, received_unix_ms, events, body,
+                       min_ts_us, max_ts_us
+                FROM batches;
+            DROP TABLE batches;
+            ALTER TABLE batches_v5 RENAME TO batches;
+            CREATE INDEX batches_expiry ON batches (max_ts_us) WHERE body IS NOT NULL;
+            CREATE INDEX batches_agent ON batches (agent, id);
+            CREATE TABLE quarantine (
+                id               INTEGER PRIMARY KEY,
+                batch_id         INTEGER NOT NULL REFERENCES batches (id),
+                site             TEXT    NOT NULL,
+                line             INTEGER NOT NULL,
+                bytes            INTEGER NOT NULL,
+                reason           TEXT    NOT NULL,
+                text             TEXT    NOT NULL
+            );
+            CREATE INDEX quarantine_site ON quarantine (site, id);
+        ",
+        rebuilds: true,
     },
 ];
 
@@ -202,16 +262,15 @@ impl SqliteStore {
             });
         }
         for m in MIGRATIONS.iter().filter(|m| m.version > current) {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute_batch(m.sql)?;
-            tx.execute(
-                "INSERT INTO schema_version (version, description, applied_unix_ms)
-                 VALUES (?1, ?2, ?3)",
-                params![m.version, m.description, now_unix_ms()],
-            )?;
-            tx.commit()?;
+            if m.rebuilds {
+                // Only outside a transaction does this take effect.
+                self.conn.pragma_update(None, "foreign_keys", "OFF")?;
+            }
+            let applied = self.apply(m);
+            if m.rebuilds {
+                self.conn.pragma_update(None, "foreign_keys", "ON")?;
+            }
+            applied?;
             tracing::info!(
                 version = m.version,
                 description = m.description,
@@ -221,30 +280,65 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Every event of `agent` still stored, in the agent's order (by batch sequence, then
+    /// One migration in one transaction, recorded in `schema_version`.
+    fn apply(&mut self, m: &Migration) -> Result<(), StoreError> {
+        {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(m.sql)?;
+            if m.rebuilds {
+                let broken: i64 =
+                    tx.query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+                        r.get(0)
+                    })?;
+                if broken > 0 {
+                    return Err(StoreError::Open {
+                        path: "(migration)".into(),
+                        reason: format!(
+                            "migration {} left {broken} broken references; not applied",
+                            m.version
+                        ),
+                    });
+                }
+            }
+            tx.execute(
+                "INSERT INTO schema_version (version, description, applied_unix_ms)
+                 VALUES (?1, ?2, ?3)",
+                params![m.version, m.description, now_unix_ms()],
+            )?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Every event of `agent` still stored, in the order it arrived (by batch, then
     /// position).
     pub fn events_of(&self, agent: &str) -> Result<Vec<StoredEvent>, StoreError> {
         // Rows of older versions.
         let mut stmt = self.conn.prepare(
-            "SELECT e.agent, e.site, b.sequence, e.idx, e.type, e.ts_us, e.json
+            "SELECT e.agent, e.site, b.sequence, e.idx, e.type, e.ts_us, e.json, b.id
              FROM events e JOIN batches b ON b.id = e.batch_id
              WHERE e.agent = ?1",
         )?;
         let rows = stmt.query_map([agent], |r| {
-            Ok(StoredEvent {
-                agent: r.get(0)?,
-                site: r.get(1)?,
-                sequence: r.get::<_, i64>(2)?.try_into().unwrap_or(0),
-                idx: r.get(3)?,
-                kind: r.get(4)?,
-                ts_us: r.get(5)?,
-                json: r.get(6)?,
-            })
+            Ok((
+                r.get::<_, i64>(7)?,
+                StoredEvent {
+                    agent: r.get(0)?,
+                    site: r.get(1)?,
+                    sequence: r.get::<_, i64>(2)?.try_into().unwrap_or(0),
+                    idx: r.get(3)?,
+                    kind: r.get(4)?,
+                    ts_us: r.get(5)?,
+                    json: r.get(6)?,
+                },
+            ))
         })?;
         let mut out = rows.collect::<Result<Vec<_>, _>>()?;
         // Batch bodies.
         let mut stmt = self.conn.prepare(
-            "SELECT agent, site, sequence, body FROM batches
+            "SELECT agent, site, sequence, body, id FROM batches
              WHERE agent = ?1 AND body IS NOT NULL",
         )?;
         let bodies = stmt.query_map([agent], |r| {
@@ -253,25 +347,36 @@ impl SqliteStore {
                 r.get::<_, String>(1)?,
                 r.get::<_, i64>(2)?,
                 r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, i64>(4)?,
             ))
         })?;
         for row in bodies {
-            let (agent, site, sequence, body) = row?;
-            for (idx, json) in decode_body(&body)?.into_iter().enumerate() {
-                let event: mamori_models::Event = serde_json::from_str(&json)?;
-                out.push(StoredEvent {
-                    agent: agent.clone(),
-                    site: site.clone(),
-                    sequence: u64::try_from(sequence).unwrap_or(0),
-                    idx: u32::try_from(idx).map_err(|_| StoreError::OutOfRange("idx"))?,
-                    kind: event.type_name().to_owned(),
-                    ts_us: event.ts().as_micros(),
-                    json,
-                });
+            let (agent, site, sequence, body, batch_id) = row?;
+            let jsonl = mamori_wire::decompress(&body, mamori_wire::MAX_DECOMPRESSED_BYTES)
+                .map_err(|e| StoreError::Body(format!("a stored body: {e}")))?;
+            let lines = jsonl.split(|&b| b == b'\n').filter(|l| !l.is_empty());
+            for (idx, line) in lines.enumerate() {
+                // Only events are stored in a body (quarantined lines go elsewhere).
+                let event = mamori_models::Event::from_json_slice(line)?;
+                let json = String::from_utf8_lossy(line).into_owned();
+                out.push((
+                    batch_id,
+                    StoredEvent {
+                        agent: agent.clone(),
+                        site: site.clone(),
+                        sequence: u64::try_from(sequence).unwrap_or(0),
+                        idx: u32::try_from(idx).map_err(|_| StoreError::OutOfRange("idx"))?,
+                        kind: event.type_name().to_owned(),
+                        ts_us: event.ts().as_micros(),
+                        json,
+                    },
+                ));
             }
         }
-        out.sort_by_key(|e| (e.sequence, e.idx));
-        Ok(out)
+        // Arrival order: a restarted spool numbers from 1 again, so sequences alone would
+        // put its batches before the old spool's.
+        out.sort_by_key(|(batch, e)| (*batch, e.idx));
+        Ok(out.into_iter().map(|(_, e)| e).collect())
     }
 
     /// Rows in `table` (for tests and the operator; `table` must be a known table). For
@@ -287,38 +392,13 @@ impl SqliteStore {
             "alerts" => "SELECT COUNT(*) FROM alerts",
             "incidents" => "SELECT COUNT(*) FROM incidents",
             "assets" => "SELECT COUNT(*) FROM assets",
+            "quarantine" => "SELECT COUNT(*) FROM quarantine",
             "schema_version" => "SELECT COUNT(*) FROM schema_version",
             _ => return Err(StoreError::OutOfRange("unknown table")),
         };
         let n: i64 = self.conn.query_row(sql, [], |r| r.get(0))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
-}
-
-/// gzip of the events' JSON Lines (the agent's batch body format).
-fn encode_body(events: &[mamori_models::Event]) -> Result<Vec<u8>, StoreError> {
-    use std::io::Write;
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    for e in events {
-        serde_json::to_writer(&mut gz, e)?;
-        gz.write_all(b"\n")
-            .map_err(|e| StoreError::Body(e.to_string()))?;
-    }
-    gz.finish().map_err(|e| StoreError::Body(e.to_string()))
-}
-
-/// A stored body's lines (it was checked when it arrived).
-fn decode_body(body: &[u8]) -> Result<Vec<String>, StoreError> {
-    use std::io::Read;
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(body)
-        .read_to_string(&mut text)
-        .map_err(|e| StoreError::Body(format!("a stored body does not decompress: {e}")))?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect())
 }
 
 fn now_unix_ms() -> i64 {
@@ -337,10 +417,15 @@ impl Store for SqliteStore {
         let received = to_i64(batch.received_unix_ms, "received_unix_ms")?;
         let count =
             i64::try_from(batch.events.len()).map_err(|_| StoreError::OutOfRange("events"))?;
+        let quarantined = i64::try_from(batch.quarantined.len())
+            .map_err(|_| StoreError::OutOfRange("quarantined"))?;
         // Compress before the transaction (it holds the write lock for as short as possible),
         // unless the intake passed the body as received.
         let body: std::borrow::Cow<'_, [u8]> = if batch.body.is_empty() {
-            std::borrow::Cow::Owned(encode_body(&batch.events)?)
+            std::borrow::Cow::Owned(
+                mamori_wire::encode_body(&batch.events)
+                    .map_err(|e| StoreError::Body(e.to_string()))?,
+            )
         } else {
             std::borrow::Cow::Borrowed(&batch.body)
         };
@@ -349,38 +434,95 @@ impl Store for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // The same number from the same spool: a resend when the bytes are the same (or the
+        // row predates hashes), else a number used twice.
+        let same_number: Vec<Option<Vec<u8>>> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT body_sha256 FROM batches
+                 WHERE agent = ?1 AND spool_id = ?2 AND sequence = ?3",
+            )?;
+            stmt.query_map(params![batch.agent, batch.spool_id, sequence], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        if same_number
+            .iter()
+            .any(|h| h.as_deref().is_none_or(|h| h == batch.body_sha256))
+        {
+            // Nothing written; the transaction ends without a commit.
+            return Ok(Stored::Duplicate);
+        }
+        let latest: Option<(String, i64)> = tx
+            .query_row(
+                "SELECT spool_id, sequence FROM batches WHERE agent = ?1 ORDER BY id DESC LIMIT 1",
+                [&batch.agent],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
         let highest: Option<i64> = tx
             .query_row(
-                "SELECT MAX(sequence) FROM batches WHERE agent = ?1",
-                [&batch.agent],
+                "SELECT MAX(sequence) FROM batches WHERE agent = ?1 AND spool_id = ?2",
+                params![batch.agent, batch.spool_id],
                 |r| r.get(0),
             )
             .optional()?
             .flatten();
-        let inserted = tx.execute(
-            "INSERT INTO batches (agent, sequence, site, created_unix_ms, received_unix_ms, events,
-                                  body, min_ts_us, max_ts_us)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (agent, sequence) DO NOTHING",
+        tx.execute(
+            "INSERT INTO batches (agent, spool_id, sequence, body_sha256, site, created_unix_ms,
+                                  received_unix_ms, events, quarantined, body, min_ts_us,
+                                  max_ts_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 batch.agent,
+                batch.spool_id,
                 sequence,
+                &batch.body_sha256[..],
                 batch.site,
                 created,
                 received,
                 count,
+                quarantined,
                 &*body,
                 min_ts,
                 max_ts
             ],
         )?;
-        if inserted == 0 {
-            // Nothing written; the transaction ends without a commit.
-            return Ok(Stored::Duplicate);
+        if !batch.quarantined.is_empty() {
+            let batch_id = tx.last_insert_rowid();
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO quarantine (batch_id, site, line, bytes, reason, text)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for q in &batch.quarantined {
+                insert.execute(params![
+                    batch_id,
+                    batch.site,
+                    to_i64(q.line, "line")?,
+                    to_i64(q.bytes, "bytes")?,
+                    q.reason,
+                    q.text
+                ])?;
+            }
+            drop(insert);
+            tx.execute(
+                "DELETE FROM quarantine WHERE id <= (SELECT MAX(id) FROM quarantine) - ?1",
+                [MAX_QUARANTINED_LINES],
+            )?;
         }
         tx.commit()?;
+        let continuity = if !same_number.is_empty() {
+            Continuity::Reused
+        } else {
+            match latest {
+                // A first spool id after rows without one is an upgraded agent, not a restart.
+                Some((previous, _)) if previous != batch.spool_id && !previous.is_empty() => {
+                    Continuity::NewSpool { previous }
+                }
+                _ => Continuity::Continues,
+            }
+        };
         Ok(Stored::New {
             out_of_order: highest.is_some_and(|h| h > sequence),
+            continuity,
         })
     }
 
@@ -677,6 +819,37 @@ impl Store for SqliteStore {
             out.push(serde_json::from_str(&json?)?);
         }
         Ok(out)
+    }
+
+    fn quarantined(
+        &mut self,
+        site: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<QuarantinedLine>, StoreError> {
+        let limit = if limit == 0 { 100 } else { limit };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT q.id, q.site, b.agent, b.spool_id, b.sequence, b.received_unix_ms, q.line,
+                    q.bytes, q.reason, q.text
+             FROM quarantine q JOIN batches b ON b.id = q.batch_id
+             WHERE (?1 IS NULL OR q.site = ?1) ORDER BY q.id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![site, limit], |r| {
+            Ok(QuarantinedLine {
+                id: r.get(0)?,
+                site: r.get(1)?,
+                agent: r.get(2)?,
+                spool_id: r.get(3)?,
+                sequence: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+                received_unix_ms: u64::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
+                line: mamori_wire::RejectedLine {
+                    line: u64::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
+                    bytes: u64::try_from(r.get::<_, i64>(7)?).unwrap_or(0),
+                    reason: r.get(8)?,
+                    text: r.get(9)?,
+                },
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn schema_version(&mut self) -> Result<u32, StoreError> {

@@ -65,6 +65,9 @@ pub enum DetectorName {
     TrafficWindow,
     /// The asset inventory (kept by the collector): a device's identity changed.
     Inventory,
+    /// The collector's intake: what the delivery path itself shows (an agent's numbering
+    /// started again under a new spool, a sequence number used twice).
+    Intake,
 }
 
 impl DetectorName {
@@ -77,6 +80,7 @@ impl DetectorName {
             DetectorName::Syslog => "syslog",
             DetectorName::TrafficWindow => "traffic_window",
             DetectorName::Inventory => "inventory",
+            DetectorName::Intake => "intake",
         }
     }
 }
