@@ -30,6 +30,15 @@ pub(crate) struct MemoryBudget {
     stats: Arc<IntakeStats>,
 }
 
+/// Why a reservation was not made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shortfall {
+    /// The budget is taken by other batches for now.
+    NotNow,
+    /// More than the whole budget: this batch can never be taken.
+    Never,
+}
+
 /// Bytes reserved from the budget, returned when dropped.
 #[derive(Debug)]
 pub(crate) struct Reservation {
@@ -61,13 +70,18 @@ impl MemoryBudget {
     }
 
     /// Adds `bytes` to `held` (an empty reservation to start), waiting up to `wait` for
-    /// room. `false` when it does not fit in time, or can never fit.
-    pub(crate) async fn reserve(&self, held: &mut Reservation, bytes: u64, wait: Duration) -> bool {
-        let Ok(n) = u32::try_from(units(bytes)) else {
-            return false;
-        };
-        if n > self.total_units {
-            return false;
+    /// room.
+    pub(crate) async fn reserve(
+        &self,
+        held: &mut Reservation,
+        bytes: u64,
+        wait: Duration,
+    ) -> Result<(), Shortfall> {
+        let n = u32::try_from(units(bytes)).map_err(|_| Shortfall::Never)?;
+        // With what it holds already, can it ever fit?
+        let held_units = u32::try_from(held.bytes / UNIT).unwrap_or(u32::MAX);
+        if n.saturating_add(held_units) > self.total_units {
+            return Err(Shortfall::Never);
         }
         let acquire = Arc::clone(&self.sem).acquire_many_owned(n);
         match tokio::time::timeout(wait, acquire).await {
@@ -84,14 +98,33 @@ impl MemoryBudget {
                 if held.stats.is_none() {
                     held.stats = Some(Arc::clone(&self.stats));
                 }
-                true
+                Ok(())
             }
-            _ => false,
+            _ => Err(Shortfall::NotNow),
         }
     }
 }
 
 impl Reservation {
+    /// Returns `bytes` of what is held (rounded down to whole units; never below zero).
+    pub(crate) fn give_back(&mut self, bytes: u64) {
+        let n = usize::try_from((bytes / UNIT).min(self.bytes / UNIT)).unwrap_or(0);
+        let Some(permit) = self.permit.as_mut() else {
+            return;
+        };
+        if n == 0 || n >= permit.num_permits() {
+            return;
+        }
+        if let Some(part) = permit.split(n) {
+            drop(part);
+            let freed = n as u64 * UNIT;
+            self.bytes -= freed;
+            if let Some(s) = &self.stats {
+                s.inflight_bytes.fetch_sub(freed, Ordering::Relaxed);
+            }
+        }
+    }
+
     pub(crate) fn empty() -> Reservation {
         Reservation {
             permit: None,
@@ -111,23 +144,31 @@ mod tests {
         let stats = Arc::new(IntakeStats::default());
         let budget = MemoryBudget::new(10 * 1024, Arc::clone(&stats));
         let mut a = Reservation::empty();
-        assert!(budget.reserve(&mut a, 6000, Duration::ZERO).await);
-        assert!(budget.reserve(&mut a, 2000, Duration::ZERO).await);
+        assert_eq!(budget.reserve(&mut a, 6000, Duration::ZERO).await, Ok(()));
+        assert_eq!(budget.reserve(&mut a, 2000, Duration::ZERO).await, Ok(()));
         assert_eq!(stats.inflight_bytes.load(Ordering::Relaxed), 8 * 1024);
         let mut b = Reservation::empty();
-        assert!(
-            !budget
+        assert_eq!(
+            budget
                 .reserve(&mut b, 4096, Duration::from_millis(10))
-                .await
+                .await,
+            Err(Shortfall::NotNow)
         );
-        // More than the whole budget can never fit.
-        assert!(
-            !budget
+        // More than the whole budget can never fit, with what is held or alone.
+        assert_eq!(
+            budget.reserve(&mut a, 4096, Duration::from_secs(60)).await,
+            Err(Shortfall::Never)
+        );
+        assert_eq!(
+            budget
                 .reserve(&mut b, 11 * 1024, Duration::from_secs(60))
-                .await
+                .await,
+            Err(Shortfall::Never)
         );
+        a.give_back(3 * 1024);
+        assert_eq!(stats.inflight_bytes.load(Ordering::Relaxed), 5 * 1024);
         drop(a);
         assert_eq!(stats.inflight_bytes.load(Ordering::Relaxed), 0);
-        assert!(budget.reserve(&mut b, 4096, Duration::ZERO).await);
+        assert_eq!(budget.reserve(&mut b, 4096, Duration::ZERO).await, Ok(()));
     }
 }

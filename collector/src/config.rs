@@ -267,11 +267,12 @@ pub struct IntakeSection {
     /// Cap on a batch's decompressed JSON Lines (a gzip bomb stops here; answered `413`).
     #[serde(default = "default_max_decompressed_bytes")]
     pub max_decompressed_bytes: u64,
-    /// Memory for batches in progress, across all requests: compressed bodies as they are
-    /// read, plus twice the decompressed size of each (its JSON text and the events decoded
-    /// from it), held until detection has seen them. A batch that does not fit within a
-    /// second is answered `503` (the agent retries with backoff). At least
-    /// `max_body_bytes + 2 × max_decompressed_bytes`, so a maximal batch fits.
+    /// Memory for batches in progress, across all requests: each compressed body as it is
+    /// read, its decompressed text while it is decoded, and the decoded events (their size in
+    /// memory, about 700 bytes each plus their strings) until detection has seen them. A batch
+    /// that does not fit within a second is answered `503` (the agent retries with backoff);
+    /// one that could never fit, `413`. At least `max_body_bytes + 6 × max_decompressed_bytes`,
+    /// so that a maximal batch of ordinary events (about 5.5 × its text) fits.
     #[serde(default = "default_max_inflight_bytes")]
     pub max_inflight_bytes: u64,
     /// Cap on a request's header block (hyper's read buffer, at least 8192).
@@ -331,7 +332,7 @@ fn default_max_body_bytes() -> u64 {
     16 * 1024 * 1024
 }
 fn default_max_decompressed_bytes() -> u64 {
-    64 * 1024 * 1024
+    u64::from(mamori_wire::MAX_BATCH_JSONL_BYTES)
 }
 fn default_max_inflight_bytes() -> u64 {
     256 * 1024 * 1024
@@ -450,12 +451,12 @@ impl CollectorConfig {
         }
         let maximal = i
             .max_body_bytes
-            .saturating_add(i.max_decompressed_bytes.saturating_mul(2));
+            .saturating_add(i.max_decompressed_bytes.saturating_mul(6));
         if i.max_inflight_bytes < maximal || i.max_inflight_bytes > 64 * 1024 * 1024 * 1024 {
             bad(
                 "intake.max_inflight_bytes",
                 format!(
-                    "must be at least intake.max_body_bytes + 2 × intake.max_decompressed_bytes \
+                    "must be at least intake.max_body_bytes + 6 × intake.max_decompressed_bytes \
                      ({maximal}, so that a maximal batch fits) and at most 64 GiB"
                 ),
             );

@@ -39,7 +39,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
-use crate::budget::{MemoryBudget, Reservation};
+use crate::budget::{MemoryBudget, Reservation, Shortfall};
 use crate::config::{CollectorConfig, TlsFiles, seconds};
 use crate::detection::DetectionQueue;
 use crate::metrics::CollectorMetrics;
@@ -818,7 +818,7 @@ fn json_response(status: StatusCode, body: String, close: bool) -> Response<Full
 
 async fn handle(
     req: Request<Incoming>,
-    intake: &Intake,
+    intake: &Arc<Intake>,
     peer: Option<&CertificateDer<'static>>,
 ) -> Response<Full<Bytes>> {
     // For the log only: bounded (a DNS name is at most 253 characters).
@@ -959,23 +959,32 @@ fn too_large(intake: &Intake) -> Refusal {
     )
 }
 
-/// Reserves `bytes` of the memory budget into `held`, or refuses the batch (`503`).
+/// Reserves `bytes` of the memory budget into `held`, or refuses the batch: `503` when the
+/// budget is taken for now (the agent retries), `413` when the batch could never fit.
 async fn reserve(intake: &Intake, held: &mut Reservation, bytes: u64) -> Result<(), Refusal> {
-    if intake.budget.reserve(held, bytes, BUDGET_WAIT).await {
-        Ok(())
-    } else {
-        Err(refusal(
+    match intake.budget.reserve(held, bytes, BUDGET_WAIT).await {
+        Ok(()) => Ok(()),
+        Err(Shortfall::NotNow) => Err(refusal(
             StatusCode::SERVICE_UNAVAILABLE,
             RefusalReason::MemoryBudget,
             "too many bytes of batches in progress",
-        ))
+        )),
+        Err(Shortfall::Never) => Err(refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            RefusalReason::TooLarge,
+            format!(
+                "decoding this batch needs more than [intake] max_inflight_bytes ({} bytes of lines)",
+                bytes
+            ),
+        )),
     }
 }
 
-/// Checks, reads, decodes and stores one batch; its acknowledgement once stored.
+/// Checks and reads one batch, then has it decoded and stored; its acknowledgement once
+/// stored.
 async fn receive(
     req: Request<Incoming>,
-    intake: &Intake,
+    intake: &Arc<Intake>,
     peer: Option<&CertificateDer<'static>>,
 ) -> Result<mamori_wire::Ack, Refusal> {
     use RefusalReason as R;
@@ -991,7 +1000,7 @@ async fn receive(
 
     // From here the batch takes memory: one of a bounded number of slots, or 503, and
     // bytes of the budget for the body as declared (or its cap), or 503.
-    let _slot = Arc::clone(&intake.requests)
+    let slot = Arc::clone(&intake.requests)
         .try_acquire_owned()
         .map_err(|_| {
             refusal(
@@ -1024,39 +1033,80 @@ async fn receive(
         Ok(Ok(collected)) => collected.to_bytes(),
     };
     stats::add(&intake.stats.received_bytes, body.len() as u64);
-    // The gzip trailer says how large the body inflates: reserve for that before inflating
-    // (the text, and the events decoded from it), and hold the body to it.
-    let claimed = mamori_wire::claimed_size(&body).ok_or_else(|| malformed("gzip: too short"))?;
-    if claimed > intake.limits.max_decompressed_bytes {
-        return Err(too_large(intake));
-    }
-    reserve(intake, &mut reservation, claimed.saturating_mul(2)).await?;
-    let (decoded, body, digest) = tokio::task::spawn_blocking(move || {
-        use sha2::Digest as _;
-        let digest: [u8; 32] = sha2::Sha256::digest(&body).into();
-        mamori_wire::decode_body(&body, claimed).map(|d| (d, body, digest))
-    })
-    .await
-    .map_err(|e| {
+    // A task of its own: if the agent goes away meanwhile, the batch is still decoded and
+    // stored (its resend is then a duplicate), and the memory it holds stays reserved until
+    // that work is done, never given back while a thread still holds it.
+    let task = tokio::spawn(process(Arc::clone(intake), h, body, reservation, slot));
+    task.await.map_err(|e| {
         refusal(
             StatusCode::INTERNAL_SERVER_ERROR,
             R::StorageError,
             e.to_string(),
         )
     })?
+}
+
+/// Memory one decoded event takes besides its strings: the enum itself and the allocator's
+/// share of its small allocations.
+const EVENT_BYTES: u64 = std::mem::size_of::<mamori_models::Event>() as u64 + 64;
+
+/// Decodes and stores a batch whose body has been read.
+async fn process(
+    intake: Arc<Intake>,
+    h: BatchHeaders,
+    body: Bytes,
+    mut reservation: Reservation,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) -> Result<mamori_wire::Ack, Refusal> {
+    use RefusalReason as R;
+    let malformed = |m: &str| refusal(StatusCode::BAD_REQUEST, R::Malformed, m);
+    let blocking = |e: tokio::task::JoinError| {
+        refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            R::StorageError,
+            e.to_string(),
+        )
+    };
+    // The gzip trailer says how large the body inflates: reserve for that text before
+    // inflating, and hold the body to it (a bomb stops there).
+    let claimed = mamori_wire::claimed_size(&body).ok_or_else(|| malformed("gzip: too short"))?;
+    if claimed > intake.limits.max_decompressed_bytes {
+        return Err(too_large(&intake));
+    }
+    reserve(&intake, &mut reservation, claimed).await?;
+    let (jsonl, body) = tokio::task::spawn_blocking(move || {
+        mamori_wire::decompress(&body, claimed).map(|j| (j, body))
+    })
+    .await
+    .map_err(blocking)?
     .map_err(|e| match e {
         WireError::TooLarge { .. } => malformed(&format!(
             "the body inflates past the {claimed} bytes its gzip trailer claims"
         )),
         e => malformed(&e.to_string()),
     })?;
+    // The events will take their own memory: each its enum, their strings at most the text.
+    let lines = mamori_wire::count_lines(&jsonl);
+    let events_bytes = lines
+        .saturating_mul(EVENT_BYTES)
+        .saturating_add(jsonl.len() as u64);
+    reserve(&intake, &mut reservation, events_bytes).await?;
+    let (decoded, body, digest) = tokio::task::spawn_blocking(move || {
+        use sha2::Digest as _;
+        let digest: [u8; 32] = sha2::Sha256::digest(&body).into();
+        (mamori_wire::decode_lines(&jsonl), body, digest)
+    })
+    .await
+    .map_err(blocking)?;
+    // The text is gone; the events and the body stay reserved.
+    reservation.give_back(claimed);
     let lines = (decoded.events.len() + decoded.rejected.len()) as u64;
     if h.event_count.is_some_and(|n| n != lines) {
         return Err(malformed("Mamori-Event-Count does not match the body"));
     }
     let quarantined = decoded.rejected.len() as u64;
     if quarantined > 0 {
-        note_quarantined(intake, &h, &decoded.rejected);
+        note_quarantined(&intake, &h, &decoded.rejected);
     }
     let n_events = decoded.events.len() as u64;
     let mut by_type = [0u64; 3];
@@ -1096,7 +1146,7 @@ async fn receive(
             },
             batch,
         )) => {
-            let health = continuity_alert(intake, &h, &continuity, batch.received_unix_ms);
+            let health = continuity_alert(&intake, &h, &continuity, batch.received_unix_ms);
             stats::add(&intake.stats.batches_stored, 1);
             stats::add(&intake.stats.events_stored, n_events);
             stats::add(&intake.stats.events_quarantined, quarantined);

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Pki, SERVER_NAME, event, shipper_config, wait_until};
+use common::{Pki, event, exchange, post, shipper_config, status, wait_until};
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -19,8 +19,6 @@ use std::time::{Duration, Instant};
 use mamori_agent::ship::Shipper;
 use mamori_collector::{Collector, CollectorConfig, RefusalReason, SqliteStore};
 use mamori_models::Event;
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const AGENT_1: &str = "agent-1.plant.test";
@@ -112,52 +110,6 @@ fn jsonl(ids: impl IntoIterator<Item = u64>) -> Vec<u8> {
         out.push(b'\n');
     }
     out
-}
-
-/// A `POST /v1/batches` request with `Connection: close`.
-fn post(agent: &str, sequence: &str, body: &[u8], content_length: Option<usize>) -> Vec<u8> {
-    let mut r = format!(
-        "POST /v1/batches HTTP/1.1\r\nHost: {SERVER_NAME}\r\nContent-Type: application/x-ndjson\r\n\
-         Content-Encoding: gzip\r\nMamori-Agent: {agent}\r\nMamori-Sequence: {sequence}\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        content_length.unwrap_or(body.len())
-    )
-    .into_bytes();
-    r.extend_from_slice(body);
-    r
-}
-
-/// Sends `request` over TLS as the client `tls`; returns what came back before the
-/// connection closed (empty if the handshake or the connection was refused).
-async fn exchange(tls: Arc<rustls::ClientConfig>, addr: SocketAddr, request: &[u8]) -> String {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = ServerName::try_from(SERVER_NAME).unwrap();
-    let Ok(mut stream) = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await
-    else {
-        return String::new();
-    };
-    let _ = stream.write_all(request).await;
-    let _ = stream.flush().await;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let end = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < end {
-        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn status(response: &str) -> u16 {
-    response
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|r| r.get(..3))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
 }
 
 fn localhost() -> SocketAddr {

@@ -38,6 +38,10 @@ pub const CONTENT_ENCODING: &str = "gzip";
 pub const MAX_BODY_BYTES: u32 = 64 * 1024 * 1024;
 /// Cap on a decompressed body (a gzip bomb stops here).
 pub const MAX_DECOMPRESSED_BYTES: u64 = 256 * 1024 * 1024;
+/// The largest batch an agent makes, in bytes of JSON Lines before compression; a collector
+/// takes at least this much by default (`max_decompressed_bytes`), so an agent's batch never
+/// meets a refusal for its size from a collector with default limits.
+pub const MAX_BATCH_JSONL_BYTES: u32 = 32 * 1024 * 1024;
 /// Longest spool id accepted.
 pub const MAX_SPOOL_ID_BYTES: usize = 64;
 /// How much of a rejected line is kept to show an operator what arrived.
@@ -136,9 +140,22 @@ pub struct Decoded {
     pub rejected: Vec<RejectedLine>,
 }
 
+/// Lines that are not empty: what [`decode_lines`] will return, events and rejected lines
+/// together (a receiver can reserve memory for them before decoding).
+pub fn count_lines(jsonl: &[u8]) -> u64 {
+    jsonl
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count() as u64
+}
+
 /// Splits decompressed JSON Lines into events and rejected lines. Empty lines are skipped.
 pub fn decode_lines(jsonl: &[u8]) -> Decoded {
-    let mut out = Decoded::default();
+    let lines = usize::try_from(count_lines(jsonl)).unwrap_or(0);
+    let mut out = Decoded {
+        events: Vec::with_capacity(lines),
+        rejected: Vec::new(),
+    };
     for (n, line) in jsonl.split(|&b| b == b'\n').enumerate() {
         if line.is_empty() {
             continue;
@@ -242,6 +259,7 @@ mod tests {
             let d = decode_lines(jsonl.as_bytes());
             let nonempty = lines.iter().filter(|l| !l.is_empty()).count();
             prop_assert_eq!(d.events.len() + d.rejected.len(), nonempty);
+            prop_assert_eq!(count_lines(jsonl.as_bytes()), nonempty as u64);
         }
     }
 }

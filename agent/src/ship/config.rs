@@ -7,8 +7,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, DnsName, PrivateKeyDer, ServerName};
 use serde::{Deserialize, Serialize};
 
-use super::batch::{BatchLimits, MAX_BODY_BYTES};
+use super::batch::BatchLimits;
 use super::spool::SpoolConfig;
+use mamori_wire::MAX_BATCH_JSONL_BYTES;
 
 /// What the spool does when it holds `spool_max_bytes`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,10 +214,12 @@ impl ShipperConfig {
         if self.max_batch_events == 0 {
             bad("max_batch_events", "must be at least 1".into());
         }
-        if !(1024..=u64::from(MAX_BODY_BYTES)).contains(&self.max_batch_bytes) {
+        if !(1024..=u64::from(MAX_BATCH_JSONL_BYTES)).contains(&self.max_batch_bytes) {
             bad(
                 "max_batch_bytes",
-                format!("must be between 1024 and {MAX_BODY_BYTES}"),
+                format!(
+                    "must be between 1024 and {MAX_BATCH_JSONL_BYTES} (what a collector takes by default)"
+                ),
             );
         }
         if self.spool_max_bytes < self.max_batch_bytes.saturating_mul(2) {

@@ -18,7 +18,10 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
 };
+use rustls::pki_types::ServerName;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 pub const SERVER_NAME: &str = "collector.test";
 
@@ -156,4 +159,51 @@ pub fn shipper_config(
     c.connect_timeout_seconds = 2.0;
     c.request_timeout_seconds = 2.0;
     c
+}
+
+/// A `POST /v1/batches` request with `Connection: close`.
+pub fn post(agent: &str, sequence: &str, body: &[u8], content_length: Option<usize>) -> Vec<u8> {
+    let mut r = format!(
+        "POST /v1/batches HTTP/1.1\r\nHost: {SERVER_NAME}\r\nContent-Type: application/x-ndjson\r\n\
+         Content-Encoding: gzip\r\nMamori-Agent: {agent}\r\nMamori-Sequence: {sequence}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        content_length.unwrap_or(body.len())
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// Sends `request` over TLS as the client `tls`; returns what came back before the
+/// connection closed (empty if the handshake or the connection was refused).
+pub async fn exchange(tls: Arc<rustls::ClientConfig>, addr: SocketAddr, request: &[u8]) -> String {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from(SERVER_NAME).unwrap();
+    let Ok(mut stream) = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+    else {
+        return String::new();
+    };
+    let _ = stream.write_all(request).await;
+    let _ = stream.flush().await;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Long enough for a large batch decoded by a debug build.
+    let end = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < end {
+        match tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn status(response: &str) -> u16 {
+    response
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
