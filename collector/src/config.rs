@@ -59,6 +59,40 @@ pub struct ApiSection {
     /// Its STIX industry sectors (`utilities`, `water`, `energy`...).
     #[serde(default)]
     pub sectors: Vec<String>,
+    /// API connections open at once; beyond it a new connection is closed at once (counted).
+    /// Each holds a file descriptor: part of what the descriptor check at start adds up.
+    #[serde(default = "default_api_max_connections")]
+    pub max_connections: u32,
+    /// Limit on reading a request's headers, from the moment the connection waits for one
+    /// (a half-sent request is disconnected; an idle keep-alive connection is closed too).
+    #[serde(default = "default_api_timeout_seconds")]
+    pub header_timeout_seconds: f64,
+    /// Limit on reading a request's body once its headers are in (a slow body is `408`).
+    #[serde(default = "default_api_timeout_seconds")]
+    pub body_timeout_seconds: f64,
+    /// Failed authentications (no or unknown token) one source address may make in a minute;
+    /// beyond, every request from it is `429` with `Retry-After` until the minute is over.
+    /// An IPv6 source is its /64.
+    #[serde(default = "default_auth_failures_per_minute")]
+    pub auth_failures_per_minute: u32,
+    /// Source addresses whose failed authentications are tracked at once; when full, a new
+    /// one first replaces an address whose minute is over, then the address not locked out
+    /// with the oldest minute (counted).
+    #[serde(default = "default_max_tracked_addresses")]
+    pub max_tracked_addresses: u32,
+}
+
+fn default_api_max_connections() -> u32 {
+    64
+}
+fn default_api_timeout_seconds() -> f64 {
+    10.0
+}
+fn default_auth_failures_per_minute() -> u32 {
+    100
+}
+fn default_max_tracked_addresses() -> u32 {
+    4096
 }
 
 fn default_organisation() -> String {
@@ -254,9 +288,20 @@ pub struct IntakeSection {
     /// PEM files of certificate revocation lists of the agents' CA (optional).
     #[serde(default)]
     pub crl_files: Vec<PathBuf>,
-    /// TLS connections open at once; beyond it a new connection is closed at once (counted).
+    /// Authenticated connections (TLS handshake done with a valid agent certificate) open at
+    /// once; beyond it a newly authenticated connection is closed at once (counted).
+    /// Connections still in their handshake are not counted here but in `max_handshakes`.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// Connections still in the TLS handshake (not yet authenticated) at once. When full, a
+    /// new connection is still taken: the oldest handshake of the source address holding the
+    /// most is closed instead (counted), so idle connections cannot keep an agent out.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: u32,
+    /// Handshakes in progress from one source address (an IPv6 source is its /64); a new
+    /// connection beyond it closes that address's oldest handshake (counted).
+    #[serde(default = "default_max_handshakes_per_address")]
+    pub max_handshakes_per_address: u32,
     /// Batches being received, decoded and stored at once; beyond it a batch is answered
     /// `503` (counted) and the agent retries later with backoff.
     #[serde(default = "default_max_concurrent_requests")]
@@ -316,6 +361,12 @@ pub struct StorageSection {
 
 fn default_max_connections() -> u32 {
     1024
+}
+fn default_max_handshakes() -> u32 {
+    256
+}
+fn default_max_handshakes_per_address() -> u32 {
+    32
 }
 fn default_max_concurrent_requests() -> u32 {
     64
@@ -416,6 +467,18 @@ impl CollectorConfig {
             bad(
                 "intake.max_connections",
                 "must be between 1 and 1000000".into(),
+            );
+        }
+        if i.max_handshakes == 0 || i.max_handshakes > 100_000 {
+            bad(
+                "intake.max_handshakes",
+                "must be between 1 and 100000".into(),
+            );
+        }
+        if i.max_handshakes_per_address == 0 || i.max_handshakes_per_address > i.max_handshakes {
+            bad(
+                "intake.max_handshakes_per_address",
+                "must be at least 1 and at most intake.max_handshakes".into(),
             );
         }
         if i.max_concurrent_requests == 0 || i.max_concurrent_requests > i.max_connections {
@@ -573,6 +636,29 @@ impl CollectorConfig {
                 && !(url.starts_with("http://") || url.starts_with("https://"))
             {
                 bad("api.public_url", format!("{url:?} is not an http(s) URL"));
+            }
+            if api.max_connections == 0 || api.max_connections > 100_000 {
+                bad("api.max_connections", "must be between 1 and 100000".into());
+            }
+            for (key, v) in [
+                ("api.header_timeout_seconds", api.header_timeout_seconds),
+                ("api.body_timeout_seconds", api.body_timeout_seconds),
+            ] {
+                if !(v.is_finite() && v > 0.0 && v <= 3600.0) {
+                    bad(key, format!("{v} is not a number of seconds in (0, 3600]"));
+                }
+            }
+            if api.auth_failures_per_minute == 0 || api.auth_failures_per_minute > 1_000_000 {
+                bad(
+                    "api.auth_failures_per_minute",
+                    "must be between 1 and 1000000".into(),
+                );
+            }
+            if !(16..=1_000_000).contains(&api.max_tracked_addresses) {
+                bad(
+                    "api.max_tracked_addresses",
+                    "must be between 16 and 1000000".into(),
+                );
             }
         }
         if let Err(more) = self.intake.load_tls() {
