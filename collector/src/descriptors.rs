@@ -167,7 +167,7 @@ pub fn ensure(config: &CollectorConfig, file: &Path) -> Result<Outcome, ConfigEr
     };
     let fits_hard = limits.hard.is_none_or(|h| h >= need);
     if !fits_hard {
-        return Err(fail(explain("The hard limit is lower still. ")));
+        return Err(fail(explain("The hard limit is too low as well. ")));
     }
     if seccomp_filtered() {
         return Err(fail(explain(
