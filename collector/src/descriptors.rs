@@ -9,10 +9,11 @@
 //! keys, unless it can raise its soft limit to fit. Systemd's default soft limit is 1024,
 //! which the defaults exceed: the units set `LimitNOFILE=`.
 //!
-//! Raising is tried only when the hard limit allows it and no seccomp filter is installed:
-//! the systemd units filter `@resources` (which holds `setrlimit`), and a filtered call kills
-//! the process instead of failing. The limits are read from `/proc/self/limits`, which needs
-//! no system call beyond reading a file.
+//! Raising is tried only when the hard limit allows it, and never in a systemd service under
+//! a seccomp filter: the units filter `@resources` (which holds `setrlimit`), and systemd's
+//! filter kills the process on a filtered call instead of failing it (container runtimes'
+//! default filters allow `setrlimit`, or fail it with EPERM, which is reported). The limits
+//! are read from `/proc/self/limits`, which needs no system call beyond reading a file.
 
 use std::path::Path;
 
@@ -101,6 +102,12 @@ fn read_limits() -> Result<Limits, String> {
     parse_proc_limits(&text).ok_or_else(|| "no `Max open files` in /proc/self/limits".to_owned())
 }
 
+/// Whether this is a systemd service (systemd sets `INVOCATION_ID` for the processes of a
+/// unit) under a seccomp filter: there a filtered `setrlimit` would kill the process.
+fn systemd_filtered() -> bool {
+    std::env::var_os("INVOCATION_ID").is_some() && seccomp_filtered()
+}
+
 /// Whether a seccomp filter is installed on this process (`Seccomp: 2` in `/proc/self/status`).
 /// Unknown counts as filtered: then nothing is tried that a filter could punish.
 fn seccomp_filtered() -> bool {
@@ -169,9 +176,9 @@ pub fn ensure(config: &CollectorConfig, file: &Path) -> Result<Outcome, ConfigEr
     if !fits_hard {
         return Err(fail(explain("The hard limit is too low as well. ")));
     }
-    if seccomp_filtered() {
+    if systemd_filtered() {
         return Err(fail(explain(
-            "A seccomp filter is installed, so the collector does not try to raise it. ",
+            "The service's system call filter forbids raising it (setrlimit is in @resources). ",
         )));
     }
     let to = limits.hard.unwrap_or(need);
