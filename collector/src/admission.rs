@@ -125,7 +125,10 @@ impl Table {
 
     /// Closes `source`'s oldest handshake, telling it why.
     fn evict_oldest_of(&mut self, source: Source, why: Eviction) {
-        let oldest = self.by_source.get(&source).and_then(|ids| ids.front().copied());
+        let oldest = self
+            .by_source
+            .get(&source)
+            .and_then(|ids| ids.front().copied());
         if let Some(tx) = oldest.and_then(|id| self.remove(id)) {
             // The connection may be finishing at this moment: then nobody listens. Dropping
             // the sender wakes it either way.
@@ -321,8 +324,8 @@ mod tests {
     use super::*;
 
     fn admission(max_handshakes: u32, per_address: u32) -> Arc<Admission> {
-        let config: crate::config::CollectorConfig = crate::config::CollectorConfig::parse(
-            &format!(
+        let config: crate::config::CollectorConfig =
+            crate::config::CollectorConfig::parse(&format!(
                 r#"
                 [intake]
                 listen = "127.0.0.1:0"
@@ -336,9 +339,8 @@ mod tests {
                 [storage]
                 sqlite_path = "db"
                 "#
-            ),
-        )
-        .unwrap();
+            ))
+            .unwrap();
         Arc::new(Admission::new(
             &config.intake,
             Arc::new(IntakeStats::default()),
@@ -363,7 +365,10 @@ mod tests {
             Source::of(ip("2001:db8:1:2::1")),
             Source::of(ip("2001:db8:1:3::1"))
         );
-        assert_eq!(Source::of(ip("::ffff:10.0.0.1")), Source::of(ip("10.0.0.1")));
+        assert_eq!(
+            Source::of(ip("::ffff:10.0.0.1")),
+            Source::of(ip("10.0.0.1"))
+        );
         assert_eq!(Source::of(ip("2001:db8::1")).to_string(), "2001:db8::/64");
     }
 
@@ -418,7 +423,10 @@ mod tests {
         assert_eq!(evicted(&mut agent), None);
         let t = a.lock();
         assert!(t.pending.len() <= 64);
-        assert_eq!(t.pending.len(), t.by_source.values().map(VecDeque::len).sum::<usize>());
+        assert_eq!(
+            t.pending.len(),
+            t.by_source.values().map(VecDeque::len).sum::<usize>()
+        );
         assert_eq!(t.load.len(), t.by_source.len());
     }
 

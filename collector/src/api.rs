@@ -26,10 +26,10 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::detection::{DetectionControl, Mode, OnChange};
-use crate::incident::{Criticality, IncidentDetail, IncidentStatus};
 use crate::admission::{AcceptBackoff, Source};
 use crate::config::{ApiSection, seconds};
+use crate::detection::{DetectionControl, Mode, OnChange};
+use crate::incident::{Criticality, IncidentDetail, IncidentStatus};
 use crate::incidents::{self, Action, Change, ChangeKind};
 use crate::lockout::Lockout;
 use crate::stats::{self, IntakeStats};
@@ -60,19 +60,6 @@ impl ApiLimits {
             body_timeout: seconds(a.body_timeout_seconds),
             auth_failures_per_minute: a.auth_failures_per_minute,
             max_tracked_addresses: usize::try_from(a.max_tracked_addresses).unwrap_or(4096),
-        }
-    }
-}
-
-impl Default for ApiLimits {
-    /// The defaults of `[api]`.
-    fn default() -> Self {
-        ApiLimits {
-            max_connections: 64,
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(10),
-            auth_failures_per_minute: 100,
-            max_tracked_addresses: 4096,
         }
     }
 }
@@ -140,7 +127,10 @@ fn bad_request(why: impl Into<String>) -> ApiError {
 fn same(a: &[u8], b: &[u8]) -> bool {
     use sha2::{Digest, Sha256};
     let (x, y) = (Sha256::digest(a), Sha256::digest(b));
-    let diff = x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q));
+    let diff = x
+        .iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q));
     std::hint::black_box(diff) == 0
 }
 
@@ -275,6 +265,76 @@ struct Gate {
     lockout: Arc<Lockout>,
     source: Source,
     stats: Arc<IntakeStats>,
+    activity: Arc<Activity>,
+}
+
+/// What a connection did since its last answer, so that hyper's header timeout (which also
+/// runs while a keep-alive connection idles) is counted only for slow headers.
+#[derive(Debug, Default)]
+struct Activity {
+    /// Bytes came in since the last answer: a request begun.
+    partial: std::sync::atomic::AtomicBool,
+    /// Requests answered on this connection.
+    answered: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn answered(&self) {
+        use std::sync::atomic::Ordering;
+        self.partial.store(false, Ordering::Relaxed);
+        self.answered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Headers begun and not finished, or a connection that never sent a request.
+    fn slow_headers(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.partial.load(Ordering::Relaxed) || self.answered.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// The TCP stream, noting in [`Activity`] when bytes come in.
+struct Watched {
+    inner: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity
+                .partial
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Gate {
@@ -285,15 +345,18 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Gate {
     fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
         if let Err(wait) = self.lockout.check(self.source, Instant::now()) {
             stats::add(&self.stats.api.locked_out, 1);
+            self.activity.answered();
             return Box::pin(std::future::ready(Ok(locked_out(wait))));
         }
         let answer = self.app.call(req);
         let (lockout, source) = (Arc::clone(&self.lockout), self.source);
+        let activity = Arc::clone(&self.activity);
         Box::pin(async move {
             let resp = answer.await?;
             if resp.status() == StatusCode::UNAUTHORIZED {
                 lockout.failed(source, Instant::now());
             }
+            activity.answered();
             Ok(resp)
         })
     }
@@ -351,6 +414,7 @@ pub async fn serve(
                         lockout: Arc::clone(&lockout),
                         source: Source::of(peer.ip()),
                         stats: Arc::clone(&stats),
+                        activity: Arc::default(),
                     };
                     tasks.spawn(connection(tcp, gate, limits.header_timeout, stop.clone(), slot));
                 }
@@ -374,7 +438,7 @@ pub async fn serve(
 }
 
 /// One API connection: HTTP/1.1 with keep-alive, headers within `header_timeout` (hyper's
-/// timer, which also closes a keep-alive connection idle that long).
+/// timer, which also closes a keep-alive connection idle that long: not counted).
 async fn connection(
     tcp: tokio::net::TcpStream,
     gate: Gate,
@@ -383,6 +447,11 @@ async fn connection(
     _slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     let stats = Arc::clone(&gate.stats);
+    let activity = Arc::clone(&gate.activity);
+    let tcp = Watched {
+        inner: tcp,
+        activity: Arc::clone(&activity),
+    };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
@@ -402,9 +471,11 @@ async fn connection(
         }
     };
     if let Err(e) = ended {
-        if e.is_timeout() {
+        if e.is_timeout() && activity.slow_headers() {
             stats::add(&stats.api.header_timeout, 1);
             tracing::debug!("API: request headers too slow; connection closed");
+        } else if e.is_timeout() {
+            tracing::debug!("API: keep-alive connection idle; closed");
         } else {
             tracing::debug!(error = %e, "API connection ended with an error");
         }

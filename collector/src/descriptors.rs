@@ -53,11 +53,17 @@ impl Budget {
             ),
         ];
         if let Some(api) = &config.api {
-            parts.push(("api.max_connections".to_owned(), u64::from(api.max_connections)));
+            parts.push((
+                "api.max_connections".to_owned(),
+                u64::from(api.max_connections),
+            ));
         }
         let listeners = 1 + u64::from(config.api.is_some()) + u64::from(config.metrics.is_some());
         let notify = &config.notify;
-        let sinks = notify.alertmanager.as_ref().map_or(0, |a| a.urls.len() as u64)
+        let sinks = notify
+            .alertmanager
+            .as_ref()
+            .map_or(0, |a| a.urls.len() as u64)
             + u64::from(notify.webhook.is_some())
             + u64::from(notify.syslog.is_some());
         let metrics = if config.metrics.is_some() { METRICS } else { 0 };
@@ -157,7 +163,9 @@ pub fn ensure(config: &CollectorConfig, file: &Path) -> Result<Outcome, ConfigEr
         }
         Some(soft) => soft,
     };
-    let hard_text = limits.hard.map_or("unlimited".to_owned(), |h| h.to_string());
+    let hard_text = limits
+        .hard
+        .map_or("unlimited".to_owned(), |h| h.to_string());
     let sum = budget
         .parts
         .iter()
@@ -192,16 +200,12 @@ pub fn ensure(config: &CollectorConfig, file: &Path) -> Result<Outcome, ConfigEr
 
 fn raise(soft: u64, hard: Option<u64>) -> Result<(), String> {
     use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
-    setrlimit(
-        Resource::RLIMIT_NOFILE,
-        soft,
-        hard.unwrap_or(RLIM_INFINITY),
-    )
-    .map_err(|e| e.to_string())
+    setrlimit(Resource::RLIMIT_NOFILE, soft, hard.unwrap_or(RLIM_INFINITY))
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -249,7 +253,10 @@ mod tests {
         assert_eq!(b.parts[0], ("intake.max_connections".to_owned(), 1024));
         assert_eq!(b.parts[1], ("intake.max_handshakes".to_owned(), 256));
         assert_eq!(b.parts[2], ("api.max_connections".to_owned(), 64));
-        assert_eq!(b.total(), 1024 + 256 + 64 + 3 + METRICS + STORE + RUNTIME + MARGIN);
+        assert_eq!(
+            b.total(),
+            1024 + 256 + 64 + 3 + METRICS + STORE + RUNTIME + MARGIN
+        );
         assert!(b.total() > 1024);
     }
 }

@@ -253,7 +253,13 @@ impl Collector {
                 })?;
                 let mut producer = crate::export::stix::Producer::new(a.organisation.clone());
                 producer.sectors = a.sectors.clone();
-                Some((listener, addr, tokens, producer))
+                Some((
+                    listener,
+                    addr,
+                    tokens,
+                    producer,
+                    crate::api::ApiLimits::new(a),
+                ))
             }
         };
         let links = match (&config.api, &api_listener) {
@@ -334,7 +340,7 @@ impl Collector {
         };
         let (api_addr, api) = match api_listener {
             None => (None, None),
-            Some((listener, addr, tokens, producer)) => {
+            Some((listener, addr, tokens, producer, limits)) => {
                 tracing::info!(%addr, tokens = tokens.len(), "HTTP API listening (/api/v1)");
                 let state = Arc::new(crate::api::ApiState {
                     store: Arc::clone(&intake.store),
@@ -344,11 +350,10 @@ impl Collector {
                     stats: Arc::clone(&intake.stats),
                     producer,
                 });
-                let limits = config.api.as_ref().map(crate::api::ApiLimits::new);
                 let task = tokio::spawn(crate::api::serve(
                     listener,
                     state,
-                    limits.unwrap_or_default(),
+                    limits,
                     shutdown.subscribe(),
                 ));
                 (Some(addr), Some(task))
@@ -675,6 +680,8 @@ async fn connection(
     let _ = tcp.set_nodelay(true);
     let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp));
     let tls = tokio::select! {
+        // A handshake that is done wins over an eviction that comes at the same moment.
+        biased;
         done = handshake => match done {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {

@@ -162,7 +162,13 @@ mod tests {
         assert!(l.check(b, t0 + Duration::from_secs(10)).is_ok());
         // More failures while locked do not count another lockout.
         l.failed(a, t0 + Duration::from_secs(11));
-        assert_eq!(stats.api.lockouts.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            stats
+                .api
+                .lockouts
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
         // The window is over: free again, and counting from zero.
         let later = t0 + WINDOW;
         assert!(l.check(a, later).is_ok());

@@ -33,7 +33,12 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
             tracing::debug!(?soft, need, "open-file limit fits the configured caps");
         }
         crate::descriptors::Outcome::Raised { from, to, need } => {
-            tracing::info!(from, to, need, "raised the open-file limit to fit the configured caps");
+            tracing::info!(
+                from,
+                to,
+                need,
+                "raised the open-file limit to fit the configured caps"
+            );
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

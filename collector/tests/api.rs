@@ -558,9 +558,7 @@ async fn request_from(
 ) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket
-        .bind(format!("{source}:0").parse().unwrap())
-        .unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
     let mut s = socket.connect(api).await.unwrap();
     let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {api}\r\n");
     if let Some(a) = auth {
@@ -574,7 +572,11 @@ async fn request_from(
         .unwrap()
         .unwrap();
     let raw = String::from_utf8_lossy(&raw).into_owned();
-    let status = raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (status, raw)
 }
 
@@ -615,20 +617,28 @@ async fn wrong_tokens_lock_out_their_address_and_no_other() {
     assert_eq!(status, 429, "{raw}");
     let retry: u64 = raw
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("retry-after: ").map(str::to_owned))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("retry-after: ")
+                .map(str::to_owned)
+        })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no Retry-After: {raw}"));
     assert!((1..=60).contains(&retry), "{retry}");
     let bearer = format!("Bearer {READER}");
     assert_eq!(
-        request_from(guesser, api, "GET", sites, Some(&bearer)).await.0,
+        request_from(guesser, api, "GET", sites, Some(&bearer))
+            .await
+            .0,
         429
     );
     assert!(started.elapsed() < Duration::from_secs(50));
 
     // Another address is served as before, and its own wrong token is a 401, not a 429.
     assert_eq!(
-        request_from(other, api, "GET", sites, Some(&bearer)).await.0,
+        request_from(other, api, "GET", sites, Some(&bearer))
+            .await
+            .0,
         200
     );
     assert_eq!(
@@ -648,7 +658,10 @@ async fn wrong_tokens_lock_out_their_address_and_no_other() {
         value(&text, r#"mamori_api_refused_total{reason="unauthorized"}"#),
         Some(101.0)
     );
-    assert_eq!(value(&text, "mamori_api_auth_table_evictions_total"), Some(0.0));
+    assert_eq!(
+        value(&text, "mamori_api_auth_table_evictions_total"),
+        Some(0.0)
+    );
     assert!(!text.contains(READER) && !text.contains(guesser));
     collector.shutdown().await.unwrap();
 }
@@ -684,6 +697,20 @@ async fn half_sent_requests_and_slow_bodies_are_cut_and_the_bearer_scheme_is_cas
         );
     }
 
+    // A keep-alive connection idle after its answer is closed as well, but that is not a
+    // slow request: not counted.
+    let mut s = tokio::net::TcpStream::connect(api).await.unwrap();
+    let req =
+        format!("GET /api/v1/sites HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READER}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_ok(),
+        "idle keep-alive connection still open after 5 s"
+    );
+    assert!(String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 200"));
+
     // A body that stops halfway: 408 once the body timeout has passed.
     let mut s = tokio::net::TcpStream::connect(api).await.unwrap();
     let head = format!(
@@ -711,14 +738,21 @@ async fn half_sent_requests_and_slow_bodies_are_cut_and_the_bearer_scheme_is_cas
         let (status, raw) = request_from("127.0.0.1", api, "GET", sites, Some(&auth)).await;
         assert_eq!(status, 200, "{auth}: {raw}");
     }
-    for auth in [format!("Basic {READER}"), format!("Bearer{READER}"), "Bearer".into()] {
+    for auth in [
+        format!("Basic {READER}"),
+        format!("Bearer{READER}"),
+        "Bearer".into(),
+    ] {
         let (status, raw) = request_from("127.0.0.1", api, "GET", sites, Some(&auth)).await;
         assert_eq!(status, 401, "{auth}: {raw}");
     }
 
     let text = scrape(metrics).await;
     assert_eq!(
-        value(&text, r#"mamori_api_refused_total{reason="header_timeout"}"#),
+        value(
+            &text,
+            r#"mamori_api_refused_total{reason="header_timeout"}"#
+        ),
         Some(2.0)
     );
     assert_eq!(

@@ -282,8 +282,7 @@ async fn idle_connections_from_one_or_many_addresses_cannot_shut_an_agent_out() 
     // systemd's default soft limit, where the collector may raise it (no seccomp filter, a
     // hard limit with room): the descriptors would run out before the connection caps do.
     let (_, hard) = nofile();
-    let soft_limit =
-        (!seccomp_filtered() && hard.is_none_or(|h| h >= 4096)).then_some(1024u64);
+    let soft_limit = (!seccomp_filtered() && hard.is_none_or(|h| h >= 4096)).then_some(1024u64);
     if soft_limit.is_none() {
         eprintln!(
             "note: collector runs with this process's open-file limit (seccomp filter or hard \
@@ -348,7 +347,11 @@ async fn idle_connections_from_one_or_many_addresses_cannot_shut_an_agent_out() 
     );
     assert!(exit.success(), "{exit:?}");
     for (what, l) in [("one address", &from_one), ("100 addresses", &from_many)] {
-        assert_eq!(l.len() as u64, BATCHES, "{what}: a batch was not acknowledged");
+        assert_eq!(
+            l.len() as u64,
+            BATCHES,
+            "{what}: a batch was not acknowledged"
+        );
         let w = worst(l).unwrap_or_else(|| panic!("{what}: a batch was not acknowledged"));
         assert!(
             w <= normal + MARGIN,
@@ -413,7 +416,9 @@ async fn a_limit_too_low_for_the_caps_stops_serve_with_the_keys_named() {
     let out = match tokio::time::timeout(Duration::from_secs(20), waited).await {
         Ok(done) => done.unwrap().unwrap(),
         Err(_) => {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
             panic!("serve started under a limit of 1024 with caps that need more");
         }
     };
