@@ -812,6 +812,43 @@ mod tests {
     }
 
     #[test]
+    fn admission_and_api_bounds_have_defaults_and_are_checked() {
+        let c = CollectorConfig::parse(&format!("{MINIMAL}\n[api]\n")).unwrap();
+        assert_eq!(
+            (c.intake.max_handshakes, c.intake.max_handshakes_per_address),
+            (256, 32)
+        );
+        let api = c.api.unwrap();
+        assert_eq!(
+            (api.max_connections, api.auth_failures_per_minute),
+            (64, 100)
+        );
+        assert_eq!(
+            (api.header_timeout_seconds, api.body_timeout_seconds),
+            (10.0, 10.0)
+        );
+        let text = MINIMAL.replace(
+            "listen = \"127.0.0.1:8443\"",
+            "listen = \"127.0.0.1:8443\"\nmax_handshakes = 8\nmax_handshakes_per_address = 9",
+        ) + "\n[api]\nheader_timeout_seconds = 0\nauth_failures_per_minute = 0\nmax_tracked_addresses = 1\nmax_connections = 0\n";
+        let err = CollectorConfig::parse(&text)
+            .unwrap()
+            .validate(Path::new("c.toml"))
+            .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "intake.max_handshakes_per_address",
+            "api.header_timeout_seconds",
+            "api.auth_failures_per_minute",
+            "api.max_tracked_addresses",
+            "api.max_connections",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {err}");
+        }
+        assert!(!keys.contains(&"intake.max_handshakes"), "{err}");
+    }
+
+    #[test]
     fn every_problem_is_reported_at_once() {
         let text = MINIMAL
             .replace(
