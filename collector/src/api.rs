@@ -1,11 +1,21 @@
 //! The HTTP API (JSON): sites and their detection mode, incidents (with their alerts,
 //! assets, lifecycle actions and exports), alerts, the asset inventory and baselines. Every
-//! request needs `Authorization: Bearer <token>` with a token from `[api] tokens`; changes
-//! need the `write` scope. Refusals are counted (`mamori_api_refused_total{reason}`) and
-//! tokens never appear in logs. Reference: docs/collector.md, "HTTP API".
+//! request needs `Authorization: Bearer <token>` (the scheme in any case) with a token from
+//! `[api] tokens`; changes need the `write` scope. Refusals are counted
+//! (`mamori_api_refused_total{reason}`) and tokens never appear in logs. Reference:
+//! docs/collector.md, "HTTP API".
+//!
+//! The API may face a hostile network, so its own connection loop bounds what a client can
+//! hold: connections (`max_connections`), time to send headers (`header_timeout_seconds`) and
+//! a body (`body_timeout_seconds`), body size ([`MAX_BODY_BYTES`]), and failed
+//! authentications per source address (`auth_failures_per_minute`, `lockout.rs`).
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -16,11 +26,43 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::admission::{AcceptBackoff, Source};
+use crate::config::{ApiSection, seconds};
 use crate::detection::{DetectionControl, Mode, OnChange};
 use crate::incident::{Criticality, IncidentDetail, IncidentStatus};
 use crate::incidents::{self, Action, Change, ChangeKind};
+use crate::lockout::Lockout;
 use crate::stats::{self, IntakeStats};
 use crate::store::{AlertQuery, IncidentQuery, StoreError, StoreHandle};
+
+/// Cap on a request body (the API's bodies are small JSON documents); beyond it `413`.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Cap on a request's header block (hyper's read buffer).
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// At shutdown, how long a request in progress may take to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The API server's bounds, from `[api]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ApiLimits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub auth_failures_per_minute: u32,
+    pub max_tracked_addresses: usize,
+}
+
+impl ApiLimits {
+    pub fn new(a: &ApiSection) -> ApiLimits {
+        ApiLimits {
+            max_connections: usize::try_from(a.max_connections).unwrap_or(1).max(1),
+            header_timeout: seconds(a.header_timeout_seconds),
+            body_timeout: seconds(a.body_timeout_seconds),
+            auth_failures_per_minute: a.auth_failures_per_minute,
+            max_tracked_addresses: usize::try_from(a.max_tracked_addresses).unwrap_or(4096),
+        }
+    }
+}
 
 /// What the handlers share.
 pub struct ApiState {
@@ -80,9 +122,24 @@ fn bad_request(why: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, why.into())
 }
 
-/// Equal without an early exit (the time does not tell how much of a token matched).
+/// Equal in a time that tells nothing of the tokens: both are hashed first (so neither the
+/// length nor a matching prefix shows), and the digests are compared without an early exit.
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use sha2::{Digest, Sha256};
+    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
+    let diff = x
+        .iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q));
+    std::hint::black_box(diff) == 0
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
+/// (RFC 9110, 11.1) and may be followed by several spaces.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 async fn authenticate(
@@ -94,17 +151,19 @@ async fn authenticate(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer);
+    // Every token is compared, so the time does not tell which one matched.
     let caller = presented.and_then(|p| {
-        state
-            .tokens
-            .iter()
-            .find(|(_, t, _)| same(t.as_bytes(), p.as_bytes()))
-            .map(|(name, _, write)| Caller {
-                name: name.clone(),
-                write: *write,
-            })
+        let mut found = None;
+        for (name, t, write) in &state.tokens {
+            if same(t.as_bytes(), p.as_bytes()) && found.is_none() {
+                found = Some(Caller {
+                    name: name.clone(),
+                    write: *write,
+                });
+            }
+        }
+        found
     });
     let Some(caller) = caller else {
         stats::add(&state.stats.api.unauthorized, 1);
@@ -136,8 +195,39 @@ async fn authenticate(
     next.run(req).await
 }
 
-/// The API's routes.
-pub fn router(state: Arc<ApiState>) -> Router {
+/// Reads a request's body whole within `body_timeout` and [`MAX_BODY_BYTES`] (after
+/// authentication, so an unknown client never makes the collector wait for its body).
+async fn read_body(
+    State((state, body_timeout)): State<(Arc<ApiState>, Duration)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    let (parts, body) = req.into_parts();
+    let read = tokio::time::timeout(body_timeout, Limited::new(body, MAX_BODY_BYTES).collect());
+    let body = match read.await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Err(_) => {
+            stats::add(&state.stats.api.body_timeout, 1);
+            return ApiError(StatusCode::REQUEST_TIMEOUT, "request body too slow".into())
+                .into_response();
+        }
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            stats::add(&state.stats.api.too_large, 1);
+            return ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over {MAX_BODY_BYTES} bytes"),
+            )
+            .into_response();
+        }
+        Ok(Err(_)) => return bad_request("cannot read the request body").into_response(),
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(body)))
+        .await
+}
+
+/// The API's routes: every request authenticated first, then its body read (bounded).
+pub fn router(state: Arc<ApiState>, limits: &ApiLimits) -> Router {
     Router::new()
         .route("/api/v1/sites", get(sites))
         .route("/api/v1/sites/{site}/mode", put(set_mode))
@@ -157,27 +247,239 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/assets/{site}/{ip}", put(annotate_asset))
         .route("/api/v1/baselines/{site}", get(baseline))
         .layer(middleware::from_fn_with_state(
+            (Arc::clone(&state), limits.body_timeout),
+            read_body,
+        ))
+        .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             authenticate,
         ))
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `stop` turns true.
+/// One connection's requests, in front of the router: a source locked out after too many
+/// failed authentications is answered `429` before anything else, and the router's `401`s
+/// are counted against its source.
+#[derive(Clone, Debug)]
+struct Gate {
+    app: hyper_util::service::TowerToHyperService<Router>,
+    lockout: Arc<Lockout>,
+    source: Source,
+    stats: Arc<IntakeStats>,
+    activity: Arc<Activity>,
+}
+
+/// What a connection did since its last answer, so that hyper's header timeout (which also
+/// runs while a keep-alive connection idles) is counted only for slow headers.
+#[derive(Debug, Default)]
+struct Activity {
+    /// Bytes came in since the last answer: a request begun.
+    partial: std::sync::atomic::AtomicBool,
+    /// Requests answered on this connection.
+    answered: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn answered(&self) {
+        use std::sync::atomic::Ordering;
+        self.partial.store(false, Ordering::Relaxed);
+        self.answered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Headers begun and not finished, or a connection that never sent a request.
+    fn slow_headers(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.partial.load(Ordering::Relaxed) || self.answered.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// The TCP stream, noting in [`Activity`] when bytes come in.
+struct Watched {
+    inner: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity
+                .partial
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Gate {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        if let Err(wait) = self.lockout.check(self.source, Instant::now()) {
+            stats::add(&self.stats.api.locked_out, 1);
+            self.activity.answered();
+            return Box::pin(std::future::ready(Ok(locked_out(wait))));
+        }
+        let answer = self.app.call(req);
+        let (lockout, source) = (Arc::clone(&self.lockout), self.source);
+        let activity = Arc::clone(&self.activity);
+        Box::pin(async move {
+            let resp = answer.await?;
+            if resp.status() == StatusCode::UNAUTHORIZED {
+                lockout.failed(source, Instant::now());
+            }
+            activity.answered();
+            Ok(resp)
+        })
+    }
+}
+
+/// `429` with the seconds left in the source's window.
+fn locked_out(wait: Duration) -> Response {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut resp = ApiError(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many failed authentications from this address; retry later".into(),
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(secs.max(1)));
+    resp
+}
+
+/// Serves the API on `listener` until `stop` turns true, within `limits`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ApiState>,
+    limits: ApiLimits,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let app = router(state);
-    let shutdown = async move {
-        let _ = stop.wait_for(|s| *s).await;
+    let stats = Arc::clone(&state.stats);
+    let app = hyper_util::service::TowerToHyperService::new(router(state, &limits));
+    let lockout = Arc::new(Lockout::new(
+        limits.auth_failures_per_minute,
+        limits.max_tracked_addresses,
+        Arc::clone(&stats),
+    ));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut backoff = AcceptBackoff::api(Arc::clone(&stats));
+    let mut paused_until: Option<tokio::time::Instant> = None;
+    loop {
+        let resume = paused_until.unwrap_or_else(tokio::time::Instant::now);
+        tokio::select! {
+            _ = crate::intake::stopped(&mut stop) => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = tokio::time::sleep_until(resume), if paused_until.is_some() => {
+                paused_until = None;
+            }
+            accepted = listener.accept(), if paused_until.is_none() => match accepted {
+                Ok((tcp, peer)) => {
+                    backoff.succeeded();
+                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                        stats::add(&stats.api.too_many_connections, 1);
+                        tracing::debug!(%peer, "API: max_connections open; connection closed");
+                        continue;
+                    };
+                    let gate = Gate {
+                        app: app.clone(),
+                        lockout: Arc::clone(&lockout),
+                        source: Source::of(peer.ip()),
+                        stats: Arc::clone(&stats),
+                        activity: Arc::default(),
+                    };
+                    tasks.spawn(connection(tcp, gate, limits.header_timeout, stop.clone(), slot));
+                }
+                Err(e) => {
+                    let pause = backoff.failed(&e);
+                    paused_until = Some(tokio::time::Instant::now() + pause);
+                }
+            },
+        }
+    }
+    drop(listener);
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while !tasks.is_empty() {
+        if tokio::time::timeout_at(deadline, tasks.join_next())
+            .await
+            .is_err()
+        {
+            tasks.shutdown().await;
+        }
+    }
+}
+
+/// One API connection: HTTP/1.1 with keep-alive, headers within `header_timeout` (hyper's
+/// timer, which also closes a keep-alive connection idle that long: not counted).
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    gate: Gate,
+    header_timeout: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let stats = Arc::clone(&gate.stats);
+    let activity = Arc::clone(&gate.activity);
+    let tcp = Watched {
+        inner: tcp,
+        activity: Arc::clone(&activity),
     };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!(error = %e, "API server stopped");
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .keep_alive(true);
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), gate);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        _ = crate::intake::stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            match tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut()).await {
+                Ok(ended) => ended,
+                Err(_) => return,
+            }
+        }
+    };
+    if let Err(e) = ended {
+        if e.is_timeout() && activity.slow_headers() {
+            stats::add(&stats.api.header_timeout, 1);
+            tracing::debug!("API: request headers too slow; connection closed");
+        } else if e.is_timeout() {
+            tracing::debug!("API: keep-alive connection idle; closed");
+        } else {
+            tracing::debug!(error = %e, "API connection ended with an error");
+        }
     }
 }
 

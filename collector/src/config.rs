@@ -59,6 +59,40 @@ pub struct ApiSection {
     /// Its STIX industry sectors (`utilities`, `water`, `energy`...).
     #[serde(default)]
     pub sectors: Vec<String>,
+    /// API connections open at once; beyond it a new connection is closed at once (counted).
+    /// Each holds a file descriptor: part of what the descriptor check at start adds up.
+    #[serde(default = "default_api_max_connections")]
+    pub max_connections: u32,
+    /// Limit on reading a request's headers, from the moment the connection waits for one
+    /// (a half-sent request is disconnected; an idle keep-alive connection is closed too).
+    #[serde(default = "default_api_timeout_seconds")]
+    pub header_timeout_seconds: f64,
+    /// Limit on reading a request's body once its headers are in (a slow body is `408`).
+    #[serde(default = "default_api_timeout_seconds")]
+    pub body_timeout_seconds: f64,
+    /// Failed authentications (no or unknown token) one source address may make in a minute;
+    /// beyond, every request from it is `429` with `Retry-After` until the minute is over.
+    /// An IPv6 source is its /64.
+    #[serde(default = "default_auth_failures_per_minute")]
+    pub auth_failures_per_minute: u32,
+    /// Source addresses whose failed authentications are tracked at once; when full, a new
+    /// one first replaces an address whose minute is over, then the address not locked out
+    /// with the oldest minute (counted).
+    #[serde(default = "default_max_tracked_addresses")]
+    pub max_tracked_addresses: u32,
+}
+
+fn default_api_max_connections() -> u32 {
+    64
+}
+fn default_api_timeout_seconds() -> f64 {
+    10.0
+}
+fn default_auth_failures_per_minute() -> u32 {
+    100
+}
+fn default_max_tracked_addresses() -> u32 {
+    4096
 }
 
 fn default_organisation() -> String {
@@ -254,9 +288,20 @@ pub struct IntakeSection {
     /// PEM files of certificate revocation lists of the agents' CA (optional).
     #[serde(default)]
     pub crl_files: Vec<PathBuf>,
-    /// TLS connections open at once; beyond it a new connection is closed at once (counted).
+    /// Authenticated connections (TLS handshake done with a valid agent certificate) open at
+    /// once; beyond it a newly authenticated connection is closed at once (counted).
+    /// Connections still in their handshake are not counted here but in `max_handshakes`.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// Connections still in the TLS handshake (not yet authenticated) at once. When full, a
+    /// new connection is still taken: the oldest handshake of the source address holding the
+    /// most is closed instead (counted), so idle connections cannot keep an agent out.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: u32,
+    /// Handshakes in progress from one source address (an IPv6 source is its /64); a new
+    /// connection beyond it closes that address's oldest handshake (counted).
+    #[serde(default = "default_max_handshakes_per_address")]
+    pub max_handshakes_per_address: u32,
     /// Batches being received, decoded and stored at once; beyond it a batch is answered
     /// `503` (counted) and the agent retries later with backoff.
     #[serde(default = "default_max_concurrent_requests")]
@@ -324,6 +369,12 @@ pub struct StorageSection {
 
 fn default_max_connections() -> u32 {
     1024
+}
+fn default_max_handshakes() -> u32 {
+    256
+}
+fn default_max_handshakes_per_address() -> u32 {
+    32
 }
 fn default_max_concurrent_requests() -> u32 {
     64
@@ -427,6 +478,18 @@ impl CollectorConfig {
             bad(
                 "intake.max_connections",
                 "must be between 1 and 1000000".into(),
+            );
+        }
+        if i.max_handshakes == 0 || i.max_handshakes > 100_000 {
+            bad(
+                "intake.max_handshakes",
+                "must be between 1 and 100000".into(),
+            );
+        }
+        if i.max_handshakes_per_address == 0 || i.max_handshakes_per_address > i.max_handshakes {
+            bad(
+                "intake.max_handshakes_per_address",
+                "must be at least 1 and at most intake.max_handshakes".into(),
             );
         }
         if i.max_concurrent_requests == 0 || i.max_concurrent_requests > i.max_connections {
@@ -597,6 +660,29 @@ impl CollectorConfig {
             {
                 bad("api.public_url", format!("{url:?} is not an http(s) URL"));
             }
+            if api.max_connections == 0 || api.max_connections > 100_000 {
+                bad("api.max_connections", "must be between 1 and 100000".into());
+            }
+            for (key, v) in [
+                ("api.header_timeout_seconds", api.header_timeout_seconds),
+                ("api.body_timeout_seconds", api.body_timeout_seconds),
+            ] {
+                if !(v.is_finite() && v > 0.0 && v <= 3600.0) {
+                    bad(key, format!("{v} is not a number of seconds in (0, 3600]"));
+                }
+            }
+            if api.auth_failures_per_minute == 0 || api.auth_failures_per_minute > 1_000_000 {
+                bad(
+                    "api.auth_failures_per_minute",
+                    "must be between 1 and 1000000".into(),
+                );
+            }
+            if !(16..=1_000_000).contains(&api.max_tracked_addresses) {
+                bad(
+                    "api.max_tracked_addresses",
+                    "must be between 16 and 1000000".into(),
+                );
+            }
         }
         if let Err(more) = self.intake.load_tls() {
             problems.extend(more);
@@ -746,6 +832,43 @@ mod tests {
         assert!(keys.contains(&"detection.max_assets_per_site"), "{err}");
         let typo = format!("{MINIMAL}\n[detection]\nlearning_days = 1\n");
         assert!(CollectorConfig::parse(&typo).is_err());
+    }
+
+    #[test]
+    fn admission_and_api_bounds_have_defaults_and_are_checked() {
+        let c = CollectorConfig::parse(&format!("{MINIMAL}\n[api]\n")).unwrap();
+        assert_eq!(
+            (c.intake.max_handshakes, c.intake.max_handshakes_per_address),
+            (256, 32)
+        );
+        let api = c.api.unwrap();
+        assert_eq!(
+            (api.max_connections, api.auth_failures_per_minute),
+            (64, 100)
+        );
+        assert_eq!(
+            (api.header_timeout_seconds, api.body_timeout_seconds),
+            (10.0, 10.0)
+        );
+        let text = MINIMAL.replace(
+            "listen = \"127.0.0.1:8443\"",
+            "listen = \"127.0.0.1:8443\"\nmax_handshakes = 8\nmax_handshakes_per_address = 9",
+        ) + "\n[api]\nheader_timeout_seconds = 0\nauth_failures_per_minute = 0\nmax_tracked_addresses = 1\nmax_connections = 0\n";
+        let err = CollectorConfig::parse(&text)
+            .unwrap()
+            .validate(Path::new("c.toml"))
+            .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "intake.max_handshakes_per_address",
+            "api.header_timeout_seconds",
+            "api.auth_failures_per_minute",
+            "api.max_tracked_addresses",
+            "api.max_connections",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {err}");
+        }
+        assert!(!keys.contains(&"intake.max_handshakes"), "{err}");
     }
 
     #[test]

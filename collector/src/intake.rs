@@ -3,8 +3,10 @@
 //! committed it, and a batch stored before is acknowledged as a duplicate without storing it
 //! twice.
 //!
-//! Every resource is bounded and every refusal counted ([`RefusalReason`]): connections
-//! (`max_connections`, beyond it closed at once), the TLS handshake and request headers
+//! Every resource is bounded and every refusal counted ([`RefusalReason`]): connections in
+//! their handshake (`max_handshakes`, per address `max_handshakes_per_address`: a newcomer
+//! closes an older handshake, `admission.rs`) and authenticated ones (`max_connections`,
+//! beyond it closed at once), the TLS handshake and request headers
 //! (`header_timeout_seconds`: slow loris), idle connections, batches in progress
 //! (`max_concurrent_requests`, beyond it `503`), body size before and after decompression
 //! (`413`), body time (`408`), and the storage queue (`503`). A refused agent retries with
@@ -35,10 +37,11 @@ use mamori_wire::{
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
+use crate::admission::{AcceptBackoff, Admission, Pending};
 use crate::budget::{MemoryBudget, Reservation, Shortfall};
 use crate::config::{CollectorConfig, TlsFiles, seconds};
 use crate::detection::DetectionQueue;
@@ -258,7 +261,13 @@ impl Collector {
                 })?;
                 let mut producer = crate::export::stix::Producer::new(a.organisation.clone());
                 producer.sectors = a.sectors.clone();
-                Some((listener, addr, tokens, producer))
+                Some((
+                    listener,
+                    addr,
+                    tokens,
+                    producer,
+                    crate::api::ApiLimits::new(a),
+                ))
             }
         };
         let links = match (&config.api, &api_listener) {
@@ -309,15 +318,13 @@ impl Collector {
             warned_quarantine: Mutex::new(None),
         });
         let (shutdown, rx) = watch::channel(false);
-        let connections = Arc::new(Semaphore::new(
-            usize::try_from(i.max_connections).unwrap_or(1),
-        ));
+        let admission = Arc::new(Admission::new(i, Arc::clone(&intake.stats)));
         let grace = seconds(i.shutdown_grace_seconds);
         let server = tokio::spawn(accept_loop(
             listener,
             acceptor,
             Arc::clone(&intake),
-            connections,
+            admission,
             grace,
             rx.clone(),
         ));
@@ -343,7 +350,7 @@ impl Collector {
         };
         let (api_addr, api) = match api_listener {
             None => (None, None),
-            Some((listener, addr, tokens, producer)) => {
+            Some((listener, addr, tokens, producer, limits)) => {
                 tracing::info!(%addr, tokens = tokens.len(), "HTTP API listening (/api/v1)");
                 let state = Arc::new(crate::api::ApiState {
                     store: Arc::clone(&intake.store),
@@ -353,7 +360,12 @@ impl Collector {
                     stats: Arc::clone(&intake.stats),
                     producer,
                 });
-                let task = tokio::spawn(crate::api::serve(listener, state, shutdown.subscribe()));
+                let task = tokio::spawn(crate::api::serve(
+                    listener,
+                    state,
+                    limits,
+                    shutdown.subscribe(),
+                ));
                 (Some(addr), Some(task))
             }
         };
@@ -514,39 +526,40 @@ async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     intake: Arc<Intake>,
-    connections: Arc<Semaphore>,
+    admission: Arc<Admission>,
     grace: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tasks = JoinSet::new();
+    let mut backoff = AcceptBackoff::intake(Arc::clone(&intake.stats));
+    let mut paused_until: Option<tokio::time::Instant> = None;
     loop {
+        let resume = paused_until.unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
             _ = stopped(&mut shutdown) => break,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _peer)) => {
-                    let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-                        intake.refuse(
-                            RefusalReason::TooManyConnections,
-                            0,
-                            None,
-                            "max_connections open; connection closed",
-                        );
-                        drop(tcp);
-                        continue;
-                    };
+            _ = tokio::time::sleep_until(resume), if paused_until.is_some() => {
+                paused_until = None;
+            }
+            accepted = listener.accept(), if paused_until.is_none() => match accepted {
+                Ok((tcp, peer)) => {
+                    backoff.succeeded();
+                    // Never refused here: a full handshake table closes an older handshake.
+                    let pending = admission.admit(peer.ip());
                     tasks.spawn(connection(
                         tcp,
                         acceptor.clone(),
                         Arc::clone(&intake),
-                        permit,
+                        pending,
                         shutdown.clone(),
                     ));
                 }
                 Err(e) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Out of file descriptors and the like: pause instead of spinning, but
+                    // keep reaping connections (which frees descriptors) and watching for
+                    // shutdown meanwhile.
+                    let pause = backoff.failed(&e);
+                    paused_until = Some(tokio::time::Instant::now() + pause);
                 }
             },
         }
@@ -670,26 +683,49 @@ async fn connection(
     tcp: TcpStream,
     acceptor: TlsAcceptor,
     intake: Arc<Intake>,
-    _permit: OwnedSemaphorePermit,
+    mut pending: Pending,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limits = intake.limits;
     let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            intake.refuse(RefusalReason::TlsHandshake, 0, None, &e.to_string());
-            return;
-        }
-        Err(_) => {
-            intake.refuse(
-                RefusalReason::HandshakeTimeout,
-                0,
-                None,
-                "handshake too slow",
+    let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp));
+    let tls = tokio::select! {
+        // A handshake that is done wins over an eviction that comes at the same moment.
+        biased;
+        done = handshake => match done {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                intake.refuse(RefusalReason::TlsHandshake, 0, None, &e.to_string());
+                return;
+            }
+            Err(_) => {
+                intake.refuse(
+                    RefusalReason::HandshakeTimeout,
+                    0,
+                    None,
+                    "handshake too slow",
+                );
+                return;
+            }
+        },
+        why = pending.evicted() => {
+            let message = format!(
+                "handshake from {} closed to make room for a newer connection",
+                pending.source()
             );
+            intake.refuse(why.reason(), 0, None, &message);
             return;
         }
+        _ = stopped(&mut shutdown) => return,
+    };
+    let Some(_permit) = pending.authenticated() else {
+        intake.refuse(
+            RefusalReason::TooManyConnections,
+            0,
+            None,
+            "max_connections authenticated connections open; connection closed",
+        );
+        return;
     };
     stats::add(&intake.stats.connections_accepted, 1);
     stats::add(&intake.stats.connections_open, 1);

@@ -1,18 +1,23 @@
 //! `mamori-collector` as a library: the batch intake server (`intake`), its configuration,
 //! its counters and their Prometheus export (`metrics`), online detection per site
-//! (`detection`), and the storage behind it (`store`). The binary's `serve` and `check-config`
+//! (`detection`), and the storage behind it (`store`); who gets a connection on the intake
+//! before authenticating (`admission`) and whether the process's open-file limit fits the
+//! configured caps (`descriptors`). The binary's `serve` and `check-config`
 //! subcommands are thin calls into [`serve`]. How it fits together: `docs/collector.md`.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod api;
 mod budget;
 pub mod config;
+pub mod descriptors;
 pub mod detection;
 pub mod export;
 pub mod incident;
 pub mod incidents;
 pub mod intake;
 pub mod inventory;
+pub mod lockout;
 pub mod metrics;
 pub mod notify;
 pub mod serve;

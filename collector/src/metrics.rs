@@ -21,6 +21,8 @@ pub mod names {
     pub const INTAKE_ERRORS_TOTAL: &str = "mamori_intake_errors_total";
     pub const INTAKE_CONNECTIONS_TOTAL: &str = "mamori_intake_connections_total";
     pub const INTAKE_CONNECTIONS_OPEN: &str = "mamori_intake_connections_open";
+    pub const INTAKE_HANDSHAKES_PENDING: &str = "mamori_intake_handshakes_pending";
+    pub const INTAKE_ACCEPT_ERRORS_TOTAL: &str = "mamori_intake_accept_errors_total";
     pub const INTAKE_RECEIVED_BYTES_TOTAL: &str = "mamori_intake_received_bytes_total";
     pub const EVENTS_EXPIRED_TOTAL: &str = "mamori_events_expired_total";
     pub const INTAKE_EVENTS_QUARANTINED_TOTAL: &str = "mamori_intake_events_quarantined_total";
@@ -40,6 +42,9 @@ pub mod names {
     pub const INCIDENTS_OPENED_TOTAL: &str = "mamori_incidents_opened_total";
     pub const ALERT_LATENCY_SECONDS: &str = "mamori_alert_latency_seconds";
     pub const API_REFUSED_TOTAL: &str = "mamori_api_refused_total";
+    pub const API_LOCKOUTS_TOTAL: &str = "mamori_api_lockouts_total";
+    pub const API_AUTH_TABLE_EVICTIONS_TOTAL: &str = "mamori_api_auth_table_evictions_total";
+    pub const API_ACCEPT_ERRORS_TOTAL: &str = "mamori_api_accept_errors_total";
     pub const NOTIFICATIONS_TOTAL: &str = "mamori_notifications_total";
     pub const NOTIFICATION_FAILURES_TOTAL: &str = "mamori_notification_failures_total";
     pub const NOTIFICATIONS_DROPPED_TOTAL: &str = "mamori_notifications_dropped_total";
@@ -58,6 +63,8 @@ pub struct CollectorMetrics {
     intake_errors: IntCounterVec,
     connections: IntCounterVec,
     connections_open: IntGauge,
+    handshakes_pending: IntGauge,
+    accept_errors: IntCounterVec,
     received_bytes: IntCounterVec,
     events_expired: IntCounterVec,
     events_quarantined: IntCounterVec,
@@ -74,6 +81,9 @@ pub struct CollectorMetrics {
     incidents_open: IntGaugeVec,
     incidents_opened: IntCounterVec,
     api_refused: IntCounterVec,
+    api_lockouts: IntCounterVec,
+    api_auth_table_evictions: IntCounterVec,
+    api_accept_errors: IntCounterVec,
     notifications: IntCounterVec,
     notification_failures: IntCounterVec,
     notifications_dropped: IntCounterVec,
@@ -178,8 +188,26 @@ impl CollectorMetrics {
             api_refused: counter(
                 &r,
                 API_REFUSED_TOTAL,
-                "HTTP API requests refused: unauthorized (no valid token) or forbidden (read-only token asking for a change).",
+                "HTTP API requests and connections refused, by reason: unauthorized (no valid token), forbidden (read-only token asking for a change), locked_out (429 after too many failed authentications), header_timeout, body_timeout, too_large, too_many_connections.",
                 &["reason"],
+            )?,
+            api_lockouts: counter(
+                &r,
+                API_LOCKOUTS_TOTAL,
+                "Source addresses locked out of the HTTP API for the rest of a minute after auth_failures_per_minute failed authentications.",
+                &[],
+            )?,
+            api_auth_table_evictions: counter(
+                &r,
+                API_AUTH_TABLE_EVICTIONS_TOTAL,
+                "Source addresses dropped from the full table of failed API authentications (max_tracked_addresses) before their minute was over.",
+                &[],
+            )?,
+            api_accept_errors: counter(
+                &r,
+                API_ACCEPT_ERRORS_TOTAL,
+                "Failed accepts on the API listener (out of file descriptors and the like); the listener backs off.",
+                &[],
             )?,
             incidents_opened: counter(
                 &r,
@@ -237,7 +265,22 @@ impl CollectorMetrics {
                 "Intake TLS handshakes completed.",
                 &[],
             )?,
-            connections_open: gauge(&r, INTAKE_CONNECTIONS_OPEN, "Intake connections open.")?,
+            connections_open: gauge(
+                &r,
+                INTAKE_CONNECTIONS_OPEN,
+                "Intake connections open and authenticated (TLS handshake done).",
+            )?,
+            handshakes_pending: gauge(
+                &r,
+                INTAKE_HANDSHAKES_PENDING,
+                "Intake connections still in the TLS handshake (not yet authenticated).",
+            )?,
+            accept_errors: counter(
+                &r,
+                INTAKE_ACCEPT_ERRORS_TOTAL,
+                "Failed accepts on the intake listener (out of file descriptors and the like); the listener backs off.",
+                &[],
+            )?,
             received_bytes: counter(
                 &r,
                 INTAKE_RECEIVED_BYTES_TOTAL,
@@ -323,6 +366,8 @@ impl CollectorMetrics {
         }
         set_total(&self.connections, &[], s.connections_accepted_total);
         set_gauge(&self.connections_open, s.connections_open);
+        set_gauge(&self.handshakes_pending, s.handshakes_pending);
+        set_total(&self.accept_errors, &[], s.accept_errors_total);
         set_total(&self.received_bytes, &[], s.received_bytes_total);
         set_total(&self.events_expired, &[], s.events_expired_total);
         set_total(&self.events_quarantined, &[], s.events_quarantined_total);
@@ -348,15 +393,19 @@ impl CollectorMetrics {
             &[],
             load(&self.stats.incidents_opened),
         );
+        for (reason, n) in self.stats.api.refused() {
+            set_total(&self.api_refused, &[reason], n);
+        }
+        set_total(&self.api_lockouts, &[], load(&self.stats.api.lockouts));
         set_total(
-            &self.api_refused,
-            &["unauthorized"],
-            load(&self.stats.api.unauthorized),
+            &self.api_auth_table_evictions,
+            &[],
+            load(&self.stats.api.auth_table_evictions),
         );
         set_total(
-            &self.api_refused,
-            &["forbidden"],
-            load(&self.stats.api.forbidden),
+            &self.api_accept_errors,
+            &[],
+            load(&self.stats.api.accept_errors),
         );
         if let Some(n) = &self.notifier {
             for s in n.stats().sinks {

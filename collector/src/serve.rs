@@ -19,6 +19,8 @@ pub fn check_config(path: &Path) -> anyhow::Result<()> {
 /// `serve --config FILE`.
 pub fn run(path: &Path) -> anyhow::Result<()> {
     let config = CollectorConfig::load(path)?;
+    // A process-wide limit, so checked (and raised) here, not by the library's `start`.
+    let descriptors = crate::descriptors::ensure(&config, path)?;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MAMORI_LOG")
@@ -26,6 +28,19 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .try_init();
+    match descriptors {
+        crate::descriptors::Outcome::Fits { soft, need } => {
+            tracing::debug!(?soft, need, "open-file limit fits the configured caps");
+        }
+        crate::descriptors::Outcome::Raised { from, to, need } => {
+            tracing::info!(
+                from,
+                to,
+                need,
+                "raised the open-file limit to fit the configured caps"
+            );
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mamori-collector")

@@ -94,8 +94,14 @@ pub enum RefusalReason {
     TlsHandshake,
     /// The TLS handshake did not finish within `header_timeout_seconds`.
     HandshakeTimeout,
-    /// A connection beyond `max_connections` (closed at once).
+    /// A connection authenticated beyond `max_connections` (closed at once).
     TooManyConnections,
+    /// A handshake closed to make room for a newer connection: `max_handshakes` were in
+    /// progress (the oldest of the source address holding the most is closed).
+    HandshakesFull,
+    /// A handshake closed to make room for a newer connection from the same source address:
+    /// `max_handshakes_per_address` were in progress from it.
+    HandshakesPerAddress,
     /// Request headers not complete within `header_timeout_seconds` (slow loris).
     HeaderTimeout,
     /// A request body not complete within `body_timeout_seconds` (`408`).
@@ -121,10 +127,12 @@ pub enum RefusalReason {
 }
 
 impl RefusalReason {
-    pub const ALL: [RefusalReason; 14] = [
+    pub const ALL: [RefusalReason; 16] = [
         RefusalReason::TlsHandshake,
         RefusalReason::HandshakeTimeout,
         RefusalReason::TooManyConnections,
+        RefusalReason::HandshakesFull,
+        RefusalReason::HandshakesPerAddress,
         RefusalReason::HeaderTimeout,
         RefusalReason::BodyTimeout,
         RefusalReason::NotFound,
@@ -144,6 +152,8 @@ impl RefusalReason {
             RefusalReason::TlsHandshake => "tls_handshake",
             RefusalReason::HandshakeTimeout => "handshake_timeout",
             RefusalReason::TooManyConnections => "too_many_connections",
+            RefusalReason::HandshakesFull => "handshakes_full",
+            RefusalReason::HandshakesPerAddress => "handshakes_per_address",
             RefusalReason::HeaderTimeout => "header_timeout",
             RefusalReason::BodyTimeout => "body_timeout",
             RefusalReason::NotFound => "not_found",
@@ -168,8 +178,12 @@ impl RefusalReason {
 pub struct IntakeStats {
     /// `connections_accepted_total`: TLS handshakes completed.
     pub connections_accepted: AtomicU64,
-    /// `connections_open`: a gauge.
+    /// `connections_open`: a gauge of authenticated connections.
     pub connections_open: AtomicU64,
+    /// `handshakes_pending`: a gauge of connections still in the TLS handshake.
+    pub handshakes_pending: AtomicU64,
+    /// `accept_errors_total`: the listener's `accept` failed (out of descriptors, ...).
+    pub accept_errors: AtomicU64,
     /// `batches_stored_total`: new batches stored and acknowledged.
     pub batches_stored: AtomicU64,
     /// `batches_duplicate_total`: batches stored before, acknowledged again, not stored.
@@ -217,13 +231,49 @@ pub struct IntakeStats {
     alert_latency: Mutex<LatencyBuckets>,
 }
 
-/// Refusals of the HTTP API, counted (`mamori_api_refused_total{reason}`).
+/// Refusals of the HTTP API, counted (`mamori_api_refused_total{reason}`), and its
+/// failed-authentication lockouts.
 #[derive(Debug, Default)]
 pub struct ApiStats {
     /// No token, or a token that is not configured.
     pub unauthorized: AtomicU64,
     /// A read-only token asking for a change.
     pub forbidden: AtomicU64,
+    /// `429`: the source address is locked out after too many failed authentications.
+    pub locked_out: AtomicU64,
+    /// A connection closed because its request headers were not in within
+    /// `header_timeout_seconds`.
+    pub header_timeout: AtomicU64,
+    /// `408`: a body not in within `body_timeout_seconds`.
+    pub body_timeout: AtomicU64,
+    /// `413`: a body over the API's cap.
+    pub too_large: AtomicU64,
+    /// A connection beyond `max_connections` (closed at once).
+    pub too_many_connections: AtomicU64,
+    /// `mamori_api_lockouts_total`: a source address reached `auth_failures_per_minute`.
+    pub lockouts: AtomicU64,
+    /// `mamori_api_auth_table_evictions_total`: an address dropped from the full table of
+    /// failed authentications.
+    pub auth_table_evictions: AtomicU64,
+    /// `mamori_api_accept_errors_total`: the API listener's `accept` failed.
+    pub accept_errors: AtomicU64,
+}
+
+impl ApiStats {
+    /// `(reason, count)` for `mamori_api_refused_total{reason}`: every reason, in a fixed
+    /// order.
+    pub fn refused(&self) -> [(&'static str, u64); 7] {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("unauthorized", get(&self.unauthorized)),
+            ("forbidden", get(&self.forbidden)),
+            ("locked_out", get(&self.locked_out)),
+            ("header_timeout", get(&self.header_timeout)),
+            ("body_timeout", get(&self.body_timeout)),
+            ("too_large", get(&self.too_large)),
+            ("too_many_connections", get(&self.too_many_connections)),
+        ]
+    }
 }
 
 /// Upper bounds (seconds) of the alert-latency histogram buckets.
@@ -330,6 +380,8 @@ impl IntakeStats {
         IntakeStatsSnapshot {
             connections_accepted_total: get(&self.connections_accepted),
             connections_open: get(&self.connections_open),
+            handshakes_pending: get(&self.handshakes_pending),
+            accept_errors_total: get(&self.accept_errors),
             batches_stored_total: get(&self.batches_stored),
             batches_duplicate_total: get(&self.batches_duplicate),
             batches_out_of_order_total: get(&self.batches_out_of_order),
@@ -366,6 +418,8 @@ pub(crate) fn sub(c: &AtomicU64, n: u64) {
 pub struct IntakeStatsSnapshot {
     pub connections_accepted_total: u64,
     pub connections_open: u64,
+    pub handshakes_pending: u64,
+    pub accept_errors_total: u64,
     pub batches_stored_total: u64,
     pub batches_duplicate_total: u64,
     pub batches_out_of_order_total: u64,

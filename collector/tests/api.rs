@@ -1,6 +1,8 @@
 //! The HTTP API of a running collector fed by the real agent `Shipper`: tokens and scopes,
 //! incidents with their alerts and assets, the lifecycle, exports, site modes and asset
-//! criticality; refusals counted in `/metrics`.
+//! criticality; refusals counted in `/metrics`. And the API facing a hostile network:
+//! wrong tokens lock out their source address (only it), half-sent requests and slow bodies
+//! are cut at their timeouts, the `Bearer` scheme is matched in any case.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
@@ -25,6 +27,11 @@ const READER: &str = "reader-token-0123456789";
 const WRITER: &str = "writer-token-0123456789";
 
 fn collector_config(pki: &Pki, dir: &Path) -> CollectorConfig {
+    collector_config_with(pki, dir, "")
+}
+
+/// With `api_extra` added to `[api]`.
+fn collector_config_with(pki: &Pki, dir: &Path, api_extra: &str) -> CollectorConfig {
     let (cert, key) = pki.server();
     std::fs::write(dir.join("reader.token"), format!("{READER}\n")).unwrap();
     std::fs::write(dir.join("writer.token"), WRITER).unwrap();
@@ -55,6 +62,7 @@ inventory_store_interval_seconds = 0.1
 listen = "127.0.0.1:0"
 organisation = "Test Water Utility"
 sectors = ["water"]
+{api_extra}
 
 [[api.tokens]]
 name = "soc-dashboard"
@@ -533,5 +541,223 @@ async fn incidents_lifecycle_exports_modes_and_assets_through_the_api() {
     assert!(!text.contains(WRITER) && !text.contains(READER));
 
     shipper.shutdown(Duration::from_secs(20)).await.unwrap();
+    collector.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// A hostile network
+
+/// One HTTP/1.0 request from `source` (a loopback address of this host) with the raw
+/// `Authorization` value `auth`: (status, the whole response).
+async fn request_from(
+    source: &str,
+    api: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut s = socket.connect(api).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {api}\r\n");
+    if let Some(a) = auth {
+        req.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, raw)
+}
+
+async fn scrape(metrics: SocketAddr) -> String {
+    tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(metrics).unwrap();
+        write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut t = String::new();
+        s.read_to_string(&mut t).unwrap();
+        t
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_tokens_lock_out_their_address_and_no_other() {
+    let pki = Pki::new("api-lockout");
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start(&collector_config(&pki, dir.path()))
+        .await
+        .unwrap();
+    let api = collector.api_addr().unwrap();
+    let metrics = collector.metrics_addr().unwrap();
+    let (guesser, other) = ("127.0.0.2", "127.0.0.3");
+    let sites = "/api/v1/sites";
+
+    // 100 wrong guesses in well under a minute: each a plain 401.
+    let started = std::time::Instant::now();
+    for n in 0..100 {
+        let guess = format!("Bearer guess-{n:016}");
+        let (status, raw) = request_from(guesser, api, "GET", sites, Some(&guess)).await;
+        assert_eq!(status, 401, "guess {n}: {raw}");
+    }
+    // The 101st is refused before its token is looked at; so is the right token from there.
+    let (status, raw) =
+        request_from(guesser, api, "GET", sites, Some("Bearer guess-the-101st")).await;
+    assert_eq!(status, 429, "{raw}");
+    let retry: u64 = raw
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("retry-after: ")
+                .map(str::to_owned)
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After: {raw}"));
+    assert!((1..=60).contains(&retry), "{retry}");
+    let bearer = format!("Bearer {READER}");
+    assert_eq!(
+        request_from(guesser, api, "GET", sites, Some(&bearer))
+            .await
+            .0,
+        429
+    );
+    assert!(started.elapsed() < Duration::from_secs(50));
+
+    // Another address is served as before, and its own wrong token is a 401, not a 429.
+    assert_eq!(
+        request_from(other, api, "GET", sites, Some(&bearer))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        request_from(other, api, "GET", sites, Some("Bearer wrong-wrong-wrong"))
+            .await
+            .0,
+        401
+    );
+
+    let text = scrape(metrics).await;
+    assert_eq!(value(&text, "mamori_api_lockouts_total"), Some(1.0));
+    assert_eq!(
+        value(&text, r#"mamori_api_refused_total{reason="locked_out"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&text, r#"mamori_api_refused_total{reason="unauthorized"}"#),
+        Some(101.0)
+    );
+    assert_eq!(
+        value(&text, "mamori_api_auth_table_evictions_total"),
+        Some(0.0)
+    );
+    assert!(!text.contains(READER) && !text.contains(guesser));
+    collector.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_requests_and_slow_bodies_are_cut_and_the_bearer_scheme_is_case_insensitive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new("api-timeouts");
+    let dir = tempfile::tempdir().unwrap();
+    let limits = "header_timeout_seconds = 0.5\nbody_timeout_seconds = 0.5";
+    let collector = Collector::start(&collector_config_with(&pki, dir.path(), limits))
+        .await
+        .unwrap();
+    let api = collector.api_addr().unwrap();
+    let metrics = collector.metrics_addr().unwrap();
+
+    // Half a request (headers never finished), and a connection that says nothing: both are
+    // disconnected once the header timeout has passed, not held for a minute.
+    for partial in [
+        format!("GET /api/v1/sites HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READER}\r\n"),
+        String::new(),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(api).await.unwrap();
+        s.write_all(partial.as_bytes()).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+        let took = started.elapsed();
+        assert!(read.is_ok(), "still connected after 5 s ({partial:?})");
+        assert!(
+            took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+            "closed after {took:?} ({partial:?})"
+        );
+    }
+
+    // A keep-alive connection idle after its answer is closed as well, but that is not a
+    // slow request: not counted.
+    let mut s = tokio::net::TcpStream::connect(api).await.unwrap();
+    let req =
+        format!("GET /api/v1/sites HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READER}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_ok(),
+        "idle keep-alive connection still open after 5 s"
+    );
+    assert!(String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 200"));
+
+    // A body that stops halfway: 408 once the body timeout has passed.
+    let mut s = tokio::net::TcpStream::connect(api).await.unwrap();
+    let head = format!(
+        "PUT /api/v1/sites/plant-a/mode HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WRITER}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"mode\":"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut raw = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let raw = String::from_utf8_lossy(&raw[..n]).into_owned();
+    assert!(raw.starts_with("HTTP/1.1 408"), "{raw}");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+
+    // The scheme in any case (RFC 9110: case-insensitive), spaces after it tolerated.
+    let sites = "/api/v1/sites";
+    for auth in [
+        format!("bearer {READER}"),
+        format!("BEARER {READER}"),
+        format!("Bearer   {READER}"),
+    ] {
+        let (status, raw) = request_from("127.0.0.1", api, "GET", sites, Some(&auth)).await;
+        assert_eq!(status, 200, "{auth}: {raw}");
+    }
+    for auth in [
+        format!("Basic {READER}"),
+        format!("Bearer{READER}"),
+        "Bearer".into(),
+    ] {
+        let (status, raw) = request_from("127.0.0.1", api, "GET", sites, Some(&auth)).await;
+        assert_eq!(status, 401, "{auth}: {raw}");
+    }
+
+    let text = scrape(metrics).await;
+    assert_eq!(
+        value(
+            &text,
+            r#"mamori_api_refused_total{reason="header_timeout"}"#
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&text, r#"mamori_api_refused_total{reason="body_timeout"}"#),
+        Some(1.0)
+    );
     collector.shutdown().await.unwrap();
 }
