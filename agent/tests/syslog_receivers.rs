@@ -8,7 +8,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mamori_agent::intake::{ReceiverStats, SyslogReceiverConfig, SyslogReceivers, WhenFull};
+use mamori_agent::intake::{
+    ReceiverStats, SyslogQueue, SyslogReceiverConfig, SyslogReceivers, WhenFull,
+};
 use mamori_agent::proto::syslog::ParseOptions;
 use mamori_models::{Anomaly, SyslogEvent};
 use rcgen::{
@@ -18,7 +20,6 @@ use rcgen::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::mpsc;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const ANY_PORT: SocketAddr = SocketAddr::new(LOCALHOST, 0);
@@ -37,13 +38,13 @@ fn msg(i: usize) -> String {
     format!("<13>1 2024-01-02T03:04:05Z plc-7 app 42 - - message {i}")
 }
 
-async fn start(config: SyslogReceiverConfig) -> (SyslogReceivers, mpsc::Receiver<SyslogEvent>) {
+async fn start(config: SyslogReceiverConfig) -> (SyslogReceivers, SyslogQueue) {
     SyslogReceivers::start(&config, ParseOptions::default())
         .await
         .expect("receivers start")
 }
 
-async fn recv_n(rx: &mut mpsc::Receiver<SyslogEvent>, n: usize) -> Vec<SyslogEvent> {
+async fn recv_n(rx: &mut SyslogQueue, n: usize) -> Vec<SyslogEvent> {
     let mut out = Vec::new();
     while out.len() < n {
         let ev = tokio::time::timeout(WAIT, rx.recv())
