@@ -470,9 +470,12 @@ fn scan_for_frame(p: &[u8], from: usize, max: usize, at_end: bool) -> Scan {
 }
 
 /// Whether the digit run starting at `i` ends with a MSG-LEN that starts a frame. A message
-/// may end with digits ("port 22" then "54 <13>..."), so every suffix of the run is a
-/// candidate length, longest first; one is taken only when the frame it announces is followed
-/// by another frame start or by the end of the stream.
+/// may end with digits ("port 1" then "54 <13>..." reads "port 154 <13>..."), so every suffix
+/// of the run is a candidate length; one is taken only when the frame it announces is
+/// followed by another frame start or by the end of the stream. Shortest first: a shorter
+/// candidate is decided with fewer bytes, so the frame is not held back waiting for the end
+/// of a longer one that is almost never right (the sum of a message's last digits and the
+/// next length).
 fn frame_in_digit_run(p: &[u8], i: usize, max: usize, at_end: bool) -> Run {
     let tail = p.get(i..).unwrap_or_default();
     let j = i + tail.iter().take_while(|c| c.is_ascii_digit()).count();
@@ -483,7 +486,7 @@ fn frame_in_digit_run(p: &[u8], i: usize, max: usize, at_end: bool) -> Run {
         Tri::NeedMore => return Run::Wait,
     }
     let body = j + 1;
-    for s in j.saturating_sub(MSG_LEN_MAX_DIGITS).max(i)..j {
+    for s in (j.saturating_sub(MSG_LEN_MAX_DIGITS).max(i)..j).rev() {
         let Some(len) = msg_len(p.get(s..j).unwrap_or_default(), max) else {
             continue;
         };
@@ -662,7 +665,7 @@ mod tests {
 
     #[test]
     fn a_message_ending_in_digits_before_the_next_frame_is_split_right() {
-        // "... port 1" + "54 <13>..." reads as "...port 154 <13>": 154, 54 and 4 are all
+        // "... port 1" + "54 <13>..." reads as "...port 154 <13>": 4, 54 and 154 are all
         // candidate lengths; only 54 ends where another frame starts.
         let first = "<13>1 - h a - - - port 1";
         let second = "<13>1 2024-01-02T03:04:05Z plc-7 app 42 - - message 2";
