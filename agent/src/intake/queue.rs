@@ -14,6 +14,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use mamori_models::{Anomaly, SyslogEvent};
 use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
+
+/// What [`QueueSender::try_send`] did with an event.
+// Handed back by value, moved not boxed: boxing would allocate on the path that drops events
+// under a flood.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Offer {
+    Queued,
+    /// No room in events or in bytes; the event is handed back.
+    Full(SyslogEvent),
+    /// The consumer is gone.
+    Closed,
+}
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// What the allocator keeps besides the bytes asked for: glibc rounds a request up to 16 bytes
@@ -144,18 +157,19 @@ impl QueueSender {
     }
 
     /// Queues `ev` if there is room for it in events and in bytes.
-    pub fn try_send(&self, ev: SyslogEvent) -> Result<(), TrySendError<SyslogEvent>> {
+    pub fn try_send(&self, ev: SyslogEvent) -> Offer {
         let Ok(bytes) = Arc::clone(&self.level.bytes).try_acquire_many_owned(self.cost(&ev)) else {
-            return Err(TrySendError::Full(ev));
+            return Offer::Full(ev);
         };
         let q = Queued {
             event: ev,
             _charge: Charge::new(bytes, &self.level.events),
         };
-        self.tx.try_send(q).map_err(|e| match e {
-            TrySendError::Full(q) => TrySendError::Full(q.event),
-            TrySendError::Closed(q) => TrySendError::Closed(q.event),
-        })
+        match self.tx.try_send(q) {
+            Ok(()) => Offer::Queued,
+            Err(TrySendError::Full(q)) => Offer::Full(q.event),
+            Err(TrySendError::Closed(_)) => Offer::Closed,
+        }
     }
 
     /// Queues `ev`, waiting for room; `Err` when the consumer is gone. Cancel-safe in the
@@ -251,7 +265,7 @@ mod tests {
         let cost = event_memory_bytes(&ev) as u64;
         let (tx, mut rx, level) = channel(1000, 35_000);
         let mut accepted = 0;
-        while tx.try_send(ev.clone()).is_ok() {
+        while matches!(tx.try_send(ev.clone()), Offer::Queued) {
             accepted += 1;
         }
         assert_eq!(accepted, 3, "three events of {cost} bytes fit in 35,000");
@@ -261,7 +275,7 @@ mod tests {
         rx.try_recv().unwrap();
         assert_eq!(level.bytes(), 2 * cost);
         assert!(tx.may_fit(10_000));
-        tx.try_send(ev.clone()).unwrap();
+        assert!(matches!(tx.try_send(ev.clone()), Offer::Queued));
         drop(rx);
         assert_eq!(level.bytes(), 0, "a dropped queue gives back what it held");
         assert_eq!(level.events(), 0);
@@ -271,8 +285,8 @@ mod tests {
     fn an_event_larger_than_the_queue_goes_through_an_empty_one() {
         let ev = event(&format!("<13>1 - h a - - - {}", "x".repeat(10_000)));
         let (tx, mut rx, _) = channel(10, 1000);
-        tx.try_send(ev.clone()).unwrap();
-        assert!(matches!(tx.try_send(ev), Err(TrySendError::Full(_))));
+        assert!(matches!(tx.try_send(ev.clone()), Offer::Queued));
+        assert!(matches!(tx.try_send(ev), Offer::Full(_)));
         assert!(rx.try_recv().is_ok());
     }
 

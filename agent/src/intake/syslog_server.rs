@@ -14,14 +14,13 @@ use std::time::Duration;
 use mamori_models::{Anomaly, SyslogEvent, Timestamp};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::config::{ConfigErrors, SyslogReceiverConfig, WhenFull};
 use super::connections::{ConnSlot, ConnTable, Limits, Refusal};
-use super::queue::{self, QueueLevel, QueueSender, SyslogQueue};
+use super::queue::{self, Offer, QueueLevel, QueueSender, SyslogQueue};
 use super::shutdown::Shutdown;
 use super::stats::{
     Counters, ReceiverStats, SourceTable, SourcesSnapshot, Transport, WarnLimiter, WarnReason, add,
@@ -400,11 +399,11 @@ impl Intake {
     /// Queues an event, or drops it (counted) when the queue is full.
     fn offer(&self, ev: SyslogEvent, ip: IpAddr) {
         match self.tx.try_send(ev) {
-            Ok(()) => {
+            Offer::Queued => {
                 bump(&self.counters().delivered);
             }
-            Err(TrySendError::Full(_)) => self.count_queue_full(ip),
-            Err(TrySendError::Closed(_)) => {
+            Offer::Full(_) => self.count_queue_full(ip),
+            Offer::Closed => {
                 bump(&self.counters().dropped_closed);
             }
         }
@@ -417,15 +416,15 @@ impl Intake {
             return self.offer(ev, ip);
         }
         let ev = match self.tx.try_send(ev) {
-            Ok(()) => {
+            Offer::Queued => {
                 bump(&self.counters().delivered);
                 return;
             }
-            Err(TrySendError::Closed(_)) => {
+            Offer::Closed => {
                 bump(&self.counters().dropped_closed);
                 return;
             }
-            Err(TrySendError::Full(ev)) => ev,
+            Offer::Full(ev) => ev,
         };
         tokio::select! {
             r = self.tx.send(ev) => match r {
