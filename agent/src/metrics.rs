@@ -38,8 +38,7 @@ pub struct AgentMetrics {
     decode_problems: IntCounterVec,
     parse_anomalies: IntCounterVec,
     flows_tracked: IntGauge,
-    syslog_messages: IntCounterVec,
-    syslog_dropped: IntCounterVec,
+    syslog: SyslogMetrics,
     batches: IntCounterVec,
     shipper_events_dropped: IntCounterVec,
     spool_events_accepted: IntCounterVec,
@@ -136,18 +135,7 @@ impl AgentMetrics {
                 &["protocol"],
             )?,
             flows_tracked: gauge(&r, "mamori_agent_flows_tracked", "Flows in the flow table.")?,
-            syslog_messages: counter(
-                &r,
-                "mamori_agent_syslog_messages_total",
-                "Syslog messages received by the listeners.",
-                &["transport"],
-            )?,
-            syslog_dropped: counter(
-                &r,
-                "mamori_agent_syslog_dropped_total",
-                "Syslog messages dropped by the listeners, by reason.",
-                &["reason"],
-            )?,
+            syslog: SyslogMetrics::new(&r)?,
             batches: counter(
                 &r,
                 "mamori_agent_batches_total",
@@ -315,22 +303,7 @@ impl AgentMetrics {
             set_gauge(&self.collector_connection_state, s.connection_state);
         }
         if let Some(r) = &self.sources.syslog {
-            let s = r.stats();
-            set_total(&self.syslog_messages, &["udp"], s.udp_messages_total);
-            set_total(&self.syslog_messages, &["tcp"], s.tcp_messages_total);
-            set_total(&self.syslog_messages, &["tls"], s.tls_messages_total);
-            set_total(
-                &self.syslog_dropped,
-                &["queue_full"],
-                s.dropped_queue_full_total,
-            );
-            set_total(
-                &self.syslog_dropped,
-                &["rate_limited"],
-                s.dropped_rate_limited_total,
-            );
-            set_total(&self.syslog_dropped, &["rejected"], s.rejected_total);
-            set_total(&self.syslog_dropped, &["closed"], s.dropped_closed_total);
+            self.syslog.update(r);
         }
         let mut buf = Vec::new();
         if TextEncoder::new()
@@ -340,6 +313,182 @@ impl AgentMetrics {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// The syslog receivers' metrics. Every message read ends delivered or in one reason of
+/// `dropped`; datagrams the kernel dropped never reached the receivers and are counted apart:
+/// `messages{udp} + kernel_drops` is what was sent to the UDP port.
+#[derive(Debug)]
+struct SyslogMetrics {
+    messages: IntCounterVec,
+    delivered: IntCounterVec,
+    dropped: IntCounterVec,
+    kernel_drops: IntCounterVec,
+    queue_bytes: IntGauge,
+    queue_events: IntGauge,
+    truncated: IntCounterVec,
+    framing_errors: IntCounterVec,
+    discarded_bytes: IntCounterVec,
+    receive_errors: IntCounterVec,
+    connections: IntCounterVec,
+    connections_refused: IntCounterVec,
+    connections_closed: IntCounterVec,
+    connections_active: IntGauge,
+}
+
+impl SyslogMetrics {
+    fn new(r: &Registry) -> Result<Self, prometheus::Error> {
+        Ok(SyslogMetrics {
+            messages: counter(
+                r,
+                "mamori_agent_syslog_messages_total",
+                "Syslog messages received by the listeners.",
+                &["transport"],
+            )?,
+            delivered: counter(
+                r,
+                "mamori_agent_syslog_delivered_total",
+                "Syslog messages put on the queue to the spool.",
+                &[],
+            )?,
+            dropped: counter(
+                r,
+                "mamori_agent_syslog_dropped_total",
+                "Syslog messages dropped by the listeners, by reason.",
+                &["reason"],
+            )?,
+            kernel_drops: counter(
+                r,
+                "mamori_agent_syslog_kernel_drops_total",
+                "Syslog UDP datagrams the kernel dropped on the listener's socket (receive buffer full) before the listener could read them.",
+                &[],
+            )?,
+            queue_bytes: gauge(
+                r,
+                "mamori_agent_syslog_queue_bytes",
+                "Memory taken by the syslog events waiting in the queue to the spool.",
+            )?,
+            queue_events: gauge(
+                r,
+                "mamori_agent_syslog_queue_events",
+                "Syslog events waiting in the queue to the spool.",
+            )?,
+            truncated: counter(
+                r,
+                "mamori_agent_syslog_truncated_total",
+                "Syslog messages cut at max_message_bytes.",
+                &[],
+            )?,
+            framing_errors: counter(
+                r,
+                "mamori_agent_syslog_framing_errors_total",
+                "TCP/TLS syslog stream framing problems, by reason; the stream was resynchronised after each.",
+                &["reason"],
+            )?,
+            discarded_bytes: counter(
+                r,
+                "mamori_agent_syslog_discarded_bytes_total",
+                "Bytes of TCP/TLS syslog streams discarded (past the cut of over-long messages, and length prefixes that could not be right).",
+                &[],
+            )?,
+            receive_errors: counter(
+                r,
+                "mamori_agent_syslog_receive_errors_total",
+                "Errors of the syslog listeners' sockets, by operation.",
+                &["operation"],
+            )?,
+            connections: counter(
+                r,
+                "mamori_agent_syslog_connections_total",
+                "Syslog TCP and TLS connections accepted.",
+                &["transport"],
+            )?,
+            connections_refused: counter(
+                r,
+                "mamori_agent_syslog_connections_refused_total",
+                "Syslog TCP and TLS connections closed at once, by the limit reached.",
+                &["reason"],
+            )?,
+            connections_closed: counter(
+                r,
+                "mamori_agent_syslog_connections_closed_total",
+                "Syslog TCP and TLS connections closed by the agent, by reason.",
+                &["reason"],
+            )?,
+            connections_active: gauge(
+                r,
+                "mamori_agent_syslog_connections_active",
+                "Syslog TCP and TLS connections open.",
+            )?,
+        })
+    }
+
+    fn update(&self, r: &StatsReader) {
+        let s = r.stats();
+        for (transport, v) in [
+            ("udp", s.udp_messages_total),
+            ("tcp", s.tcp_messages_total),
+            ("tls", s.tls_messages_total),
+        ] {
+            set_total(&self.messages, &[transport], v);
+        }
+        set_total(&self.delivered, &[], s.delivered_total);
+        for (reason, v) in [
+            ("queue_full", s.dropped_queue_full_total),
+            ("rate_limited", s.dropped_rate_limited_total),
+            ("rejected", s.rejected_total),
+            ("closed", s.dropped_closed_total),
+        ] {
+            set_total(&self.dropped, &[reason], v);
+        }
+        if let Some(k) = r.udp_kernel_drops() {
+            set_total(&self.kernel_drops, &[], k);
+        }
+        set_gauge(&self.queue_bytes, s.queue_bytes);
+        set_gauge(&self.queue_events, s.queue_events);
+        set_total(&self.truncated, &[], s.truncated_total);
+        set_total(
+            &self.framing_errors,
+            &["bad_length"],
+            s.framer_bad_length_total,
+        );
+        set_total(&self.discarded_bytes, &[], s.framer_discarded_bytes_total);
+        set_total(
+            &self.receive_errors,
+            &["udp_receive"],
+            s.udp_receive_errors_total,
+        );
+        set_total(&self.receive_errors, &["accept"], s.accept_errors_total);
+        set_total(
+            &self.connections,
+            &["tcp"],
+            s.tcp_connections_accepted_total,
+        );
+        set_total(
+            &self.connections,
+            &["tls"],
+            s.tls_connections_accepted_total,
+        );
+        set_total(
+            &self.connections_refused,
+            &["connection_limit"],
+            s.connections_refused_total,
+        );
+        set_total(
+            &self.connections_refused,
+            &["per_source_limit"],
+            s.connections_refused_per_source_total,
+        );
+        for (reason, v) in [
+            ("evicted", s.connections_evicted_total),
+            ("idle", s.connections_idle_closed_total),
+            ("error", s.connection_errors_total),
+            ("tls_handshake", s.tls_handshake_failures_total),
+        ] {
+            set_total(&self.connections_closed, &[reason], v);
+        }
+        set_gauge(&self.connections_active, s.connections_active);
     }
 }
 

@@ -8,7 +8,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mamori_agent::intake::{ReceiverStats, SyslogReceiverConfig, SyslogReceivers, WhenFull};
+use mamori_agent::intake::{
+    ReceiverStats, SyslogQueue, SyslogReceiverConfig, SyslogReceivers, WhenFull,
+};
 use mamori_agent::proto::syslog::ParseOptions;
 use mamori_models::{Anomaly, SyslogEvent};
 use rcgen::{
@@ -18,7 +20,6 @@ use rcgen::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::mpsc;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const ANY_PORT: SocketAddr = SocketAddr::new(LOCALHOST, 0);
@@ -37,13 +38,13 @@ fn msg(i: usize) -> String {
     format!("<13>1 2024-01-02T03:04:05Z plc-7 app 42 - - message {i}")
 }
 
-async fn start(config: SyslogReceiverConfig) -> (SyslogReceivers, mpsc::Receiver<SyslogEvent>) {
+async fn start(config: SyslogReceiverConfig) -> (SyslogReceivers, SyslogQueue) {
     SyslogReceivers::start(&config, ParseOptions::default())
         .await
         .expect("receivers start")
 }
 
-async fn recv_n(rx: &mut mpsc::Receiver<SyslogEvent>, n: usize) -> Vec<SyslogEvent> {
+async fn recv_n(rx: &mut SyslogQueue, n: usize) -> Vec<SyslogEvent> {
     let mut out = Vec::new();
     while out.len() < n {
         let ev = tokio::time::timeout(WAIT, rx.recv())
@@ -387,17 +388,6 @@ async fn tcp_burst_above_the_queue_is_delivered_or_counted() {
     within("shutdown", rcv.shutdown()).await;
 }
 
-/// Datagrams the kernel dropped on the socket bound to `port` because its receive buffer was
-/// full (the `drops` column of /proc/net/udp); `None` where that file is not available.
-fn kernel_udp_drops(port: u16) -> Option<u64> {
-    let table = std::fs::read_to_string("/proc/net/udp").ok()?;
-    let local = format!("0100007F:{port:04X}");
-    table.lines().skip(1).find_map(|line| {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        (cols.get(1) == Some(&local.as_str())).then(|| cols.last()?.parse().ok())?
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_burst_above_the_queue_is_delivered_or_counted() {
     let (rcv, mut rx) = start(SyslogReceiverConfig {
@@ -409,11 +399,11 @@ async fn udp_burst_above_the_queue_is_delivered_or_counted() {
     let to = rcv.local_addrs().udp.unwrap();
     let sock = UdpSocket::bind(ANY_PORT).await.unwrap();
     // UDP has no flow control: a datagram that arrives while the socket's receive buffer is
-    // full is dropped by the kernel before the receiver can see (and count) it. Setting
-    // SO_RCVBUF needs socket2 or libc, which we do not take for a test; instead the sender is
-    // paced (50 datagrams, then a millisecond) so the receiver keeps up, and what the kernel
-    // still drops is read from /proc/net/udp and reported apart. The receiver's own promise
-    // is exact: every datagram it read is delivered or counted as dropped.
+    // full is dropped by the kernel before the receiver can see (and count) it. The sender is
+    // paced (50 datagrams, then a millisecond) so the receiver mostly keeps up, and what the
+    // kernel still drops is what the receivers report from /proc/net/udp
+    // (`udp_kernel_drops`, the metric `mamori_agent_syslog_kernel_drops_total`). The
+    // receiver's own promise is exact: every datagram it read is delivered or counted.
     for (i, m) in (0..BURST).map(msg).enumerate() {
         sock.send_to(m.as_bytes(), to).await.unwrap();
         if i % 50 == 49 {
@@ -422,11 +412,12 @@ async fn udp_burst_above_the_queue_is_delivered_or_counted() {
     }
     // Wait until every datagram is either read or known dropped by the kernel, or until
     // nothing changes for 300 ms (where /proc is not available).
+    let stats = rcv.stats_reader();
     let start_wait = Instant::now();
     let (mut last, mut since) = (u64::MAX, Instant::now());
     loop {
         let read = rcv.stats().udp_messages_total;
-        let kernel = kernel_udp_drops(to.port()).unwrap_or(0);
+        let kernel = stats.udp_kernel_drops().unwrap_or(0);
         if read + kernel >= BURST as u64 || since.elapsed() > Duration::from_millis(300) {
             break;
         }
@@ -437,7 +428,7 @@ async fn udp_burst_above_the_queue_is_delivered_or_counted() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let s = rcv.stats();
-    let kernel = kernel_udp_drops(to.port());
+    let kernel = stats.udp_kernel_drops();
     let mut drained = 0;
     while rx.try_recv().is_ok() {
         drained += 1;
@@ -713,5 +704,170 @@ async fn strict_mode_rejections_are_counted() {
         Some("message 1")
     );
     wait_for(&rcv, "the rejection", |s| s.rejected_total == 1).await;
+    within("shutdown", rcv.shutdown()).await;
+}
+
+/// A TCP connection to `to` from the loopback address `127.0.0.<host>` (every 127/8 address is
+/// the loopback interface on Linux), so that one test can play several sources.
+async fn connect_from(host: u8, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)),
+        0,
+    ))?;
+    sock.connect(to).await
+}
+
+/// The issue's lock-out: 256 idle connections (the default `max_connections`) with a 300 s
+/// idle timeout kept every real sender out for five minutes. Now one address holds at most
+/// `max_connections_per_source`, and a full table gives the newcomer the place of the
+/// connection idle longest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_gets_in_while_an_attacker_holds_every_connection() {
+    let defaults = SyslogReceiverConfig::default();
+    let (max, per_source) = (
+        defaults.max_connections,
+        defaults.max_connections_per_source,
+    );
+    let (rcv, mut rx) = start(SyslogReceiverConfig {
+        tcp_listen: Some(ANY_PORT),
+        idle_timeout_seconds: 300,
+        evict_idle_after_seconds: 1,
+        ..base_config()
+    })
+    .await;
+    let to = rcv.local_addrs().tcp.unwrap();
+    // 12 attacking addresses, each trying 8 more connections than it may hold.
+    let attackers = (max / per_source + 4) as u8;
+    let mut held = Vec::new();
+    for host in 2..2 + attackers {
+        for _ in 0..per_source + 8 {
+            held.push(connect_from(host, to).await.unwrap());
+        }
+    }
+    let attempts = held.len() as u64;
+    wait_for(&rcv, "every attempt to be accepted or refused", |s| {
+        s.tcp_connections_accepted_total
+            + s.connections_refused_total
+            + s.connections_refused_per_source_total
+            == attempts
+    })
+    .await;
+    let s = rcv.stats();
+    eprintln!(
+        "attack: {attempts} connections tried, {} open, {} refused at the limit, {} refused per \
+         source",
+        s.connections_active, s.connections_refused_total, s.connections_refused_per_source_total
+    );
+    assert_eq!(s.connections_active, max as u64, "{s:#?}");
+    assert!(s.connections_refused_per_source_total >= 8 * (max / per_source) as u64);
+    assert!(s.connections_refused_total > 0, "{s:#?}");
+    assert_eq!(
+        s.connections_evicted_total, 0,
+        "nobody idle long enough yet"
+    );
+
+    // Once the attacker's connections have been idle a second, a real sender gets in.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut sender = connect_from(1, to).await.unwrap();
+    sender
+        .write_all(format!("{}\n", msg(1)).as_bytes())
+        .await
+        .unwrap();
+    let evs = recv_n(&mut rx, 1).await;
+    assert_eq!(evs[0].msg.as_deref(), Some("message 1"));
+    assert_eq!(sender_of(&evs[0]), sender.local_addr().unwrap());
+    wait_for(&rcv, "the eviction", |s| s.connections_evicted_total == 1).await;
+    // The evicted connection is the oldest attacker's: closed by the receiver.
+    let mut first = held.swap_remove(0);
+    assert!(closed_by_peer(&mut first).await);
+    within("shutdown", rcv.shutdown()).await;
+}
+
+/// The issue's framing regression over a real connection: a MSG-LEN of 9999999999 made the
+/// receiver wait for ten billion bytes, swallowing the valid frame after it and every later
+/// one on the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implausible_octet_count_does_not_swallow_the_next_frames() {
+    let (rcv, mut rx) = start(SyslogReceiverConfig {
+        tcp_listen: Some(ANY_PORT),
+        ..base_config()
+    })
+    .await;
+    let mut c = TcpStream::connect(rcv.local_addrs().tcp.unwrap())
+        .await
+        .unwrap();
+    let (m1, m2, m3) = (msg(1), msg(2), msg(3));
+    let stream = format!("9999999999 {m1}{} {m2}{} {m3}", m2.len(), m3.len());
+    c.write_all(stream.as_bytes()).await.unwrap();
+    let evs = recv_n(&mut rx, 3).await;
+    let msgs: Vec<_> = evs.iter().map(|e| e.msg.clone().unwrap()).collect();
+    assert_eq!(msgs, ["message 1", "message 2", "message 3"]);
+    wait_for(&rcv, "the bad length to be counted", |s| {
+        s.framer_bad_length_total == 1
+    })
+    .await;
+    // "9999999999 " is discarded: it is not part of any message.
+    assert_eq!(rcv.stats().framer_discarded_bytes_total, 11);
+    within("shutdown", rcv.shutdown()).await;
+}
+
+/// The issue's memory blow-up: the queue held up to `queue_capacity_events` events of up to
+/// 64 KiB each. Now it holds at most `queue_max_bytes` of them, and what does not fit is
+/// dropped and counted as a full queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_is_bounded_in_bytes_and_what_does_not_fit_is_counted() {
+    let queue_max_bytes = 256 * 1024;
+    let (rcv, mut rx) = start(SyslogReceiverConfig {
+        udp_listen: Some(ANY_PORT),
+        max_message_bytes: 65_536,
+        queue_capacity_events: 10_000,
+        queue_max_bytes,
+        ..base_config()
+    })
+    .await;
+    let to = rcv.local_addrs().udp.unwrap();
+    let sock = UdpSocket::bind(ANY_PORT).await.unwrap();
+    let big = format!("<13>1 - h a - - - {}", "x".repeat(60_000));
+    let sent = 100;
+    for _ in 0..sent {
+        sock.send_to(big.as_bytes(), to).await.unwrap();
+        // Paced so that the kernel's receive buffer (a few of these) does not overflow.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let stats = rcv.stats_reader();
+    let start_wait = Instant::now();
+    loop {
+        let s = rcv.stats();
+        let kernel = stats.udp_kernel_drops().unwrap_or(0);
+        if s.udp_messages_total + kernel == sent && s.accounted_total() == s.received_total() {
+            break;
+        }
+        assert!(start_wait.elapsed() < WAIT, "{s:#?}, kernel drops {kernel}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let s = rcv.stats();
+    eprintln!(
+        "60 KB datagrams: sent {sent}, read {}, queued {} ({} bytes), dropped (queue full) {}",
+        s.udp_messages_total, s.delivered_total, s.queue_bytes, s.dropped_queue_full_total
+    );
+    assert!(s.queue_bytes <= queue_max_bytes as u64, "{s:#?}");
+    assert!(
+        (3..=4).contains(&s.delivered_total),
+        "about 256 KiB of 60 KB events: {s:#?}"
+    );
+    assert_eq!(
+        s.delivered_total + s.dropped_queue_full_total,
+        s.udp_messages_total
+    );
+    assert_eq!(s.queue_events, s.delivered_total);
+    // Taking the events gives their bytes back.
+    let mut drained = 0;
+    while rx.try_recv().is_ok() {
+        drained += 1;
+    }
+    assert_eq!(drained, s.delivered_total);
+    let s = rcv.stats();
+    assert_eq!((s.queue_bytes, s.queue_events), (0, 0));
     within("shutdown", rcv.shutdown()).await;
 }

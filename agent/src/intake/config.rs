@@ -20,6 +20,11 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize =
     crate::proto::syslog::parser::DEFAULT_MAX_MESSAGE_BYTES;
 /// Bound on the event queue, so that a typo cannot reserve gigabytes.
 pub const MAX_QUEUE_CAPACITY_EVENTS: usize = 1_000_000;
+/// Bound on the event queue's bytes (the queue counts them in 32 bits).
+pub const MAX_QUEUE_BYTES: usize = 1024 * 1024 * 1024;
+/// Default bytes of the event queue: a few hundred maximum-size messages, or tens of thousands
+/// of ordinary ones, and a small part of the agent's 128 MiB (`MemoryMax` of the systemd unit).
+pub const DEFAULT_QUEUE_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// Bound on concurrent TCP + TLS connections (each may hold `max_message_bytes` of buffer).
 pub const MAX_CONNECTIONS: usize = 65_536;
 /// Bound on the per-source table.
@@ -64,11 +69,25 @@ pub struct SyslogReceiverConfig {
     pub max_message_bytes: usize,
     /// Capacity of the event queue between the receivers and the consumer, in events.
     pub queue_capacity_events: usize,
+    /// Capacity of the same queue in bytes: the memory its events take (their text, fields
+    /// and structured data as held in memory, not their size on the wire). A message that
+    /// does not fit is handled like one that finds the queue full in events. At least twice
+    /// `max_message_bytes`.
+    pub queue_max_bytes: usize,
     /// What to do with a message when the queue is full.
     pub when_full: WhenFull,
-    /// Concurrent TCP and TLS connections (together); further connections are closed at once
-    /// and counted (`connections_refused_total`).
+    /// Concurrent TCP and TLS connections (together). When they are all open, a new one takes
+    /// the place of the connection idle longest, if that one has been idle at least
+    /// `evict_idle_after_seconds` (counted as evicted); otherwise the new one is closed at once
+    /// (counted as refused).
     pub max_connections: usize,
+    /// Concurrent TCP and TLS connections from one source address (no more than
+    /// `max_connections` in effect); further ones are closed at once (counted as refused), so
+    /// one address cannot take every place.
+    pub max_connections_per_source: usize,
+    /// How long a connection must have gone without completing a message before a newcomer
+    /// may take its place when `max_connections` are open.
+    pub evict_idle_after_seconds: u64,
     /// A TCP or TLS connection that completes no message for this long is closed (idle
     /// senders, and slow-loris senders that trickle a message byte by byte).
     pub idle_timeout_seconds: u64,
@@ -96,8 +115,11 @@ impl Default for SyslogReceiverConfig {
             tls_client_ca_file: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             queue_capacity_events: 10_000,
+            queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
             when_full: WhenFull::DropNewest,
             max_connections: 256,
+            max_connections_per_source: 32,
+            evict_idle_after_seconds: 5,
             idle_timeout_seconds: 300,
             tls_handshake_timeout_seconds: 10,
             per_source_rate_limit_per_second: None,
@@ -164,14 +186,29 @@ impl SyslogReceiverConfig {
                 self.queue_capacity_events
             ));
         }
+        let min_queue_bytes = self.max_message_bytes.saturating_mul(2);
+        if !(min_queue_bytes..=MAX_QUEUE_BYTES).contains(&self.queue_max_bytes) {
+            err(format!(
+                "queue_max_bytes must be twice max_message_bytes ({min_queue_bytes}) to \
+                 {MAX_QUEUE_BYTES}, not {}",
+                self.queue_max_bytes
+            ));
+        }
         if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
             err(format!(
                 "max_connections must be 1 to {MAX_CONNECTIONS}, not {}",
                 self.max_connections
             ));
         }
+        if !(1..=MAX_CONNECTIONS).contains(&self.max_connections_per_source) {
+            err(format!(
+                "max_connections_per_source must be 1 to {MAX_CONNECTIONS}, not {}",
+                self.max_connections_per_source
+            ));
+        }
         for (key, v) in [
             ("idle_timeout_seconds", self.idle_timeout_seconds),
+            ("evict_idle_after_seconds", self.evict_idle_after_seconds),
             (
                 "tls_handshake_timeout_seconds",
                 self.tls_handshake_timeout_seconds,
@@ -242,8 +279,11 @@ mod tests {
             tls_key_file: Some("k.pem".into()),
             max_message_bytes: 10,
             queue_capacity_events: 0,
+            queue_max_bytes: 2 * MAX_QUEUE_BYTES,
             max_connections: 0,
+            max_connections_per_source: 0,
             idle_timeout_seconds: 0,
+            evict_idle_after_seconds: 0,
             per_source_burst_messages: Some(5),
             max_tracked_sources: 0,
             ..SyslogReceiverConfig::default()
@@ -254,8 +294,11 @@ mod tests {
             "tls_key_file is set",
             "max_message_bytes",
             "queue_capacity_events",
+            "queue_max_bytes",
             "max_connections",
+            "max_connections_per_source",
             "idle_timeout_seconds",
+            "evict_idle_after_seconds",
             "per_source_burst_messages is set",
             "max_tracked_sources",
         ];

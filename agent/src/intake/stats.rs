@@ -42,10 +42,13 @@ pub(crate) struct Counters {
     pub dropped_closed: AtomicU64,
     pub truncated: AtomicU64,
     pub framer_discarded_bytes: AtomicU64,
+    pub framer_bad_length: AtomicU64,
     pub udp_receive_errors: AtomicU64,
     pub tcp_connections_accepted: AtomicU64,
     pub tls_connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
+    pub connections_refused_per_source: AtomicU64,
+    pub connections_evicted: AtomicU64,
     pub connections_idle_closed: AtomicU64,
     pub connection_errors: AtomicU64,
     pub connections_active: AtomicU64,
@@ -56,6 +59,13 @@ pub(crate) struct Counters {
 /// Adds one; returns the new total (for log lines).
 pub(crate) fn bump(c: &AtomicU64) -> u64 {
     c.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
+}
+
+/// Adds `n`.
+pub(crate) fn add(c: &AtomicU64, n: u64) {
+    if n > 0 {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 fn get(c: &AtomicU64) -> u64 {
@@ -83,15 +93,20 @@ impl Counters {
             dropped_closed_total: get(&self.dropped_closed),
             truncated_total: get(&self.truncated),
             framer_discarded_bytes_total: get(&self.framer_discarded_bytes),
+            framer_bad_length_total: get(&self.framer_bad_length),
             udp_receive_errors_total: get(&self.udp_receive_errors),
             tcp_connections_accepted_total: get(&self.tcp_connections_accepted),
             tls_connections_accepted_total: get(&self.tls_connections_accepted),
             connections_refused_total: get(&self.connections_refused),
+            connections_refused_per_source_total: get(&self.connections_refused_per_source),
+            connections_evicted_total: get(&self.connections_evicted),
             connections_idle_closed_total: get(&self.connections_idle_closed),
             connection_errors_total: get(&self.connection_errors),
             connections_active: get(&self.connections_active),
             tls_handshake_failures_total: get(&self.tls_handshake_failures),
             accept_errors_total: get(&self.accept_errors),
+            queue_events: 0,
+            queue_bytes: 0,
         }
     }
 }
@@ -107,7 +122,8 @@ pub struct ReceiverStats {
     pub tls_messages_total: u64,
     /// Events put on the queue.
     pub delivered_total: u64,
-    /// Messages dropped because the queue was full (`when_full = drop_newest`, and UDP).
+    /// Messages dropped because the queue was full, in events or in bytes (`when_full =
+    /// drop_newest`, and UDP).
     pub dropped_queue_full_total: u64,
     /// Messages dropped because their source was above its rate.
     pub dropped_rate_limited_total: u64,
@@ -117,15 +133,25 @@ pub struct ReceiverStats {
     pub dropped_closed_total: u64,
     /// Delivered or dropped messages that were cut at `max_message_bytes`.
     pub truncated_total: u64,
-    /// Bytes of over-long TCP/TLS messages discarded past the cut.
+    /// Bytes of TCP/TLS streams discarded: over-long messages past the cut, and octet-counting
+    /// length prefixes that could not be right.
     pub framer_discarded_bytes_total: u64,
+    /// Octet-counting length prefixes that could not be right (not a number, or above
+    /// `max_message_bytes`); the stream was resynchronised on the next frame after each.
+    pub framer_bad_length_total: u64,
     /// Errors reading the UDP socket.
     pub udp_receive_errors_total: u64,
     pub tcp_connections_accepted_total: u64,
     /// TLS connections accepted (before the handshake; failures are counted apart).
     pub tls_connections_accepted_total: u64,
-    /// TCP and TLS connections closed at once because `max_connections` were open.
+    /// TCP and TLS connections closed at once because `max_connections` were open and none
+    /// had been idle long enough to be evicted.
     pub connections_refused_total: u64,
+    /// TCP and TLS connections closed at once because their source address already held
+    /// `max_connections_per_source`.
+    pub connections_refused_per_source_total: u64,
+    /// Idle connections closed to make room for a new one when `max_connections` were open.
+    pub connections_evicted_total: u64,
     /// Connections closed because they completed no message within the idle timeout.
     pub connections_idle_closed_total: u64,
     /// Connections that ended with a read error (reset, TLS alert after the handshake, ...).
@@ -136,6 +162,10 @@ pub struct ReceiverStats {
     pub tls_handshake_failures_total: u64,
     /// Errors accepting connections (out of file descriptors, ...).
     pub accept_errors_total: u64,
+    /// Events in the queue now (a gauge).
+    pub queue_events: u64,
+    /// Bytes the queued events take now (a gauge; see `queue_max_bytes`).
+    pub queue_bytes: u64,
 }
 
 impl ReceiverStats {
@@ -156,137 +186,6 @@ impl ReceiverStats {
     pub fn accounted_total(&self) -> u64 {
         self.delivered_total + self.dropped_total()
     }
-
-    /// The counters as metric samples: `mamori_` prefix, `_total` counters, bounded labels.
-    pub fn samples(&self) -> Vec<MetricSample> {
-        use MetricName::*;
-        let s = |name, labels, value| MetricSample {
-            name,
-            labels,
-            value,
-        };
-        vec![
-            s(
-                MessagesReceived,
-                &[("transport", "udp")],
-                self.udp_messages_total,
-            ),
-            s(
-                MessagesReceived,
-                &[("transport", "tcp")],
-                self.tcp_messages_total,
-            ),
-            s(
-                MessagesReceived,
-                &[("transport", "tls")],
-                self.tls_messages_total,
-            ),
-            s(MessagesDelivered, &[], self.delivered_total),
-            s(
-                MessagesDropped,
-                &[("reason", "queue_full")],
-                self.dropped_queue_full_total,
-            ),
-            s(
-                MessagesDropped,
-                &[("reason", "rate_limited")],
-                self.dropped_rate_limited_total,
-            ),
-            s(
-                MessagesDropped,
-                &[("reason", "rejected")],
-                self.rejected_total,
-            ),
-            s(
-                MessagesDropped,
-                &[("reason", "closed")],
-                self.dropped_closed_total,
-            ),
-            s(MessagesTruncated, &[], self.truncated_total),
-            s(
-                DiscardedBytes,
-                &[("reason", "oversized")],
-                self.framer_discarded_bytes_total,
-            ),
-            s(
-                ReceiveErrors,
-                &[("transport", "udp")],
-                self.udp_receive_errors_total,
-            ),
-            s(
-                ConnectionsAccepted,
-                &[("transport", "tcp")],
-                self.tcp_connections_accepted_total,
-            ),
-            s(
-                ConnectionsAccepted,
-                &[("transport", "tls")],
-                self.tls_connections_accepted_total,
-            ),
-            s(
-                ConnectionsClosed,
-                &[("reason", "refused")],
-                self.connections_refused_total,
-            ),
-            s(
-                ConnectionsClosed,
-                &[("reason", "idle")],
-                self.connections_idle_closed_total,
-            ),
-            s(
-                ConnectionsClosed,
-                &[("reason", "error")],
-                self.connection_errors_total,
-            ),
-            s(
-                ConnectionsClosed,
-                &[("reason", "tls_handshake")],
-                self.tls_handshake_failures_total,
-            ),
-            s(ConnectionsActive, &[], self.connections_active),
-            s(AcceptErrors, &[], self.accept_errors_total),
-        ]
-    }
-}
-
-/// The receivers' metric names, all in one place.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MetricName {
-    MessagesReceived,
-    MessagesDelivered,
-    MessagesDropped,
-    MessagesTruncated,
-    DiscardedBytes,
-    ReceiveErrors,
-    ConnectionsAccepted,
-    ConnectionsClosed,
-    ConnectionsActive,
-    AcceptErrors,
-}
-
-impl MetricName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MetricName::MessagesReceived => "mamori_syslog_messages_received_total",
-            MetricName::MessagesDelivered => "mamori_syslog_messages_delivered_total",
-            MetricName::MessagesDropped => "mamori_syslog_messages_dropped_total",
-            MetricName::MessagesTruncated => "mamori_syslog_messages_truncated_total",
-            MetricName::DiscardedBytes => "mamori_syslog_discarded_bytes_total",
-            MetricName::ReceiveErrors => "mamori_syslog_receive_errors_total",
-            MetricName::ConnectionsAccepted => "mamori_syslog_connections_accepted_total",
-            MetricName::ConnectionsClosed => "mamori_syslog_connections_closed_total",
-            MetricName::ConnectionsActive => "mamori_syslog_connections_active",
-            MetricName::AcceptErrors => "mamori_syslog_accept_errors_total",
-        }
-    }
-}
-
-/// One metric value with its labels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MetricSample {
-    pub name: MetricName,
-    pub labels: &'static [(&'static str, &'static str)],
-    pub value: u64,
 }
 
 /// Why something was dropped or refused; each is logged at most once a minute.
@@ -300,8 +199,11 @@ pub(crate) enum WarnReason {
     UdpReceive,
     Accept,
     SourceTableFull,
+    PerSourceLimit,
+    Evicted,
+    BadLength,
 }
-const WARN_REASONS: usize = 8;
+const WARN_REASONS: usize = 11;
 const WARN_INTERVAL_SECS: u64 = 60;
 
 /// Rate-limits repeated warnings: one line per reason per minute, never one per message.

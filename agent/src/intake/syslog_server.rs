@@ -1,11 +1,11 @@
 //! The syslog listeners: UDP (RFC 5426), TCP (RFC 6587) and TLS (RFC 5425).
 //!
 //! Owns the sockets, the per-connection tasks and the path of one message from the network to
-//! the event queue: count it, rate-limit its source, parse it, and put it on the bounded queue
-//! (or drop it and count why). Laid out like mini-redis's server: one task per listener, one per
-//! connection, a semaphore for the connection limit, a broadcast-style shutdown, and a
-//! "done" channel whose senders every task holds so that [`SyslogReceivers::shutdown`] can wait
-//! for all of them.
+//! the event queue: count it, rate-limit its source, parse it, and put it on the queue bounded
+//! in events and bytes (or drop it and count why). Laid out like mini-redis's server: one task
+//! per listener, one per connection, a table of connections for the limits (global, per
+//! source, eviction of the idlest), a broadcast-style shutdown, and a "done" channel whose
+//! senders every task holds so that [`SyslogReceivers::shutdown`] can wait for all of them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,18 +14,23 @@ use std::time::Duration;
 use mamori_models::{Anomaly, SyslogEvent, Timestamp};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::config::{ConfigErrors, SyslogReceiverConfig, WhenFull};
+use super::connections::{ConnSlot, ConnTable, Limits, Refusal};
+use super::queue::{self, Offer, QueueLevel, QueueSender, SyslogQueue};
 use super::shutdown::Shutdown;
 use super::stats::{
-    Counters, ReceiverStats, SourceTable, SourcesSnapshot, Transport, WarnLimiter, WarnReason, bump,
+    Counters, ReceiverStats, SourceTable, SourcesSnapshot, Transport, WarnLimiter, WarnReason, add,
+    bump,
 };
 use super::tls::{TlsConfigError, load_tls_server_config};
-use crate::proto::syslog::{Frame, ParseOptions, StreamFramer, parse_syslog, parse_syslog_frame};
+use super::udp_drops;
+use crate::proto::syslog::{
+    Frame, FramerStats, ParseOptions, StreamFramer, parse_syslog, parse_syslog_frame,
+};
 
 /// Bytes read from a connection at a time (the framer keeps at most `max_message_bytes`).
 const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -65,6 +70,9 @@ struct Shared {
     warn: WarnLimiter,
     opts: ParseOptions,
     when_full: WhenFull,
+    queue: Arc<QueueLevel>,
+    /// Inode of the UDP listener's socket, to find its row in /proc/net/udp{,6}.
+    udp_inode: Option<u64>,
 }
 
 impl Shared {
@@ -85,7 +93,17 @@ pub struct StatsReader {
 
 impl StatsReader {
     pub fn stats(&self) -> ReceiverStats {
-        self.shared.counters.snapshot()
+        let mut s = self.shared.counters.snapshot();
+        s.queue_events = self.shared.queue.events();
+        s.queue_bytes = self.shared.queue.bytes();
+        s
+    }
+
+    /// Datagrams the kernel dropped on the UDP listener's socket because its receive buffer
+    /// was full (they never reached the receiver, so no other counter has them). Reads procfs:
+    /// for scrapes, not for loops. `None` without a UDP listener or where procfs is missing.
+    pub fn udp_kernel_drops(&self) -> Option<u64> {
+        self.shared.udp_inode.and_then(udp_drops::udp_socket_drops)
     }
 
     /// The `top_n` busiest sources; the rest are folded into `other`.
@@ -106,15 +124,16 @@ pub struct SyslogReceivers {
 
 impl SyslogReceivers {
     /// Validates `config`, loads the TLS files, binds every listener, and spawns the tasks on
-    /// the current tokio runtime. Events arrive on the returned receiver (bounded by
-    /// `queue_capacity_events`), which is closed once the receivers have stopped.
+    /// the current tokio runtime. Events arrive on the returned queue (bounded by
+    /// `queue_capacity_events` and `queue_max_bytes`), which is closed once the receivers have
+    /// stopped.
     ///
     /// `parse_options.max_message_bytes` is replaced by the configuration's, so one key bounds
     /// both the framing and the parsing.
     pub async fn start(
         config: &SyslogReceiverConfig,
         mut parse_options: ParseOptions,
-    ) -> Result<(Self, mpsc::Receiver<SyslogEvent>), IntakeError> {
+    ) -> Result<(Self, SyslogQueue), IntakeError> {
         config.validate()?;
         parse_options.max_message_bytes = config.max_message_bytes;
 
@@ -159,6 +178,9 @@ impl SyslogReceivers {
             tls: tls.as_ref().and_then(|(l, _)| l.local_addr().ok()),
         };
 
+        let udp_inode = udp.as_ref().and_then(udp_drops::socket_inode);
+        let (tx, rx, queue_level) =
+            queue::channel(config.queue_capacity_events, config.queue_max_bytes);
         let shared = Arc::new(Shared {
             counters: Counters::default(),
             sources: Mutex::new(SourceTable::new(
@@ -169,8 +191,9 @@ impl SyslogReceivers {
             warn: WarnLimiter::default(),
             opts: parse_options,
             when_full: config.when_full,
+            queue: queue_level,
+            udp_inode,
         });
-        let (tx, rx) = mpsc::channel(config.queue_capacity_events);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);
         let intake = Intake {
@@ -179,7 +202,11 @@ impl SyslogReceivers {
             _done: done_tx,
         };
         let conn = ConnSettings {
-            limit: Arc::new(Semaphore::new(config.max_connections)),
+            table: ConnTable::new(Limits {
+                max_connections: config.max_connections,
+                max_per_source: config.max_connections_per_source,
+                evict_idle_after: Duration::from_secs(config.evict_idle_after_seconds),
+            }),
             idle: Duration::from_secs(config.idle_timeout_seconds),
             handshake: Duration::from_secs(config.tls_handshake_timeout_seconds),
             max_message_bytes: config.max_message_bytes,
@@ -270,7 +297,7 @@ impl SyslogReceivers {
 #[derive(Clone, Debug)]
 struct Intake {
     shared: Arc<Shared>,
-    tx: mpsc::Sender<SyslogEvent>,
+    tx: QueueSender,
     /// Never sent on: dropped when the task ends (see `SyslogReceivers::done_rx`).
     _done: mpsc::Sender<()>,
 }
@@ -358,14 +385,25 @@ impl Intake {
         }
     }
 
+    /// Under `drop_newest` (and always for UDP): whether a message of `raw_len` bytes may
+    /// still fit in the queue; when not, it is dropped and counted as `queue_full` at once,
+    /// before any parsing, so that a flood against a full queue costs little.
+    fn may_fit(&self, raw_len: usize, ip: IpAddr) -> bool {
+        if self.tx.may_fit(raw_len) {
+            return true;
+        }
+        self.count_queue_full(ip);
+        false
+    }
+
     /// Queues an event, or drops it (counted) when the queue is full.
     fn offer(&self, ev: SyslogEvent, ip: IpAddr) {
         match self.tx.try_send(ev) {
-            Ok(()) => {
+            Offer::Queued => {
                 bump(&self.counters().delivered);
             }
-            Err(TrySendError::Full(_)) => self.count_queue_full(ip),
-            Err(TrySendError::Closed(_)) => {
+            Offer::Full(_) => self.count_queue_full(ip),
+            Offer::Closed => {
                 bump(&self.counters().dropped_closed);
             }
         }
@@ -378,15 +416,15 @@ impl Intake {
             return self.offer(ev, ip);
         }
         let ev = match self.tx.try_send(ev) {
-            Ok(()) => {
+            Offer::Queued => {
                 bump(&self.counters().delivered);
                 return;
             }
-            Err(TrySendError::Closed(_)) => {
+            Offer::Closed => {
                 bump(&self.counters().dropped_closed);
                 return;
             }
-            Err(TrySendError::Full(ev)) => ev,
+            Offer::Full(ev) => ev,
         };
         tokio::select! {
             r = self.tx.send(ev) => match r {
@@ -451,6 +489,9 @@ async fn run_udp(
             data = data.strip_suffix(b"\n").unwrap_or(data);
             data = data.strip_suffix(b"\r").unwrap_or(data);
         }
+        if !intake.may_fit(data.len(), peer.ip()) {
+            continue;
+        }
         if let Some(ev) = intake.parse(data, None, peer, now()) {
             // UDP cannot push back: drop newest under either policy (see `WhenFull::Block`).
             intake.offer(ev, peer.ip());
@@ -461,7 +502,7 @@ async fn run_udp(
 /// What every connection task needs besides the intake.
 #[derive(Clone, Debug)]
 struct ConnSettings {
-    limit: Arc<Semaphore>,
+    table: Arc<ConnTable>,
     idle: Duration,
     handshake: Duration,
     max_message_bytes: usize,
@@ -471,7 +512,7 @@ struct ConnSettings {
 #[derive(Debug)]
 struct ConnGuard {
     shared: Arc<Shared>,
-    _permit: OwnedSemaphorePermit,
+    slot: ConnSlot,
 }
 
 impl Drop for ConnGuard {
@@ -514,20 +555,20 @@ async fn run_listener(
             },
         };
         let peer = canonical(peer);
-        let Ok(permit) = conn.limit.clone().try_acquire_owned() else {
-            // Closing at once (rather than waiting for a slot, as mini-redis does) keeps a
-            // flood of connections from queueing in the kernel's backlog unseen.
-            drop(stream);
-            let n = bump(&intake.counters().connections_refused);
-            if intake.shared.warn.allow(WarnReason::ConnectionLimit) {
-                tracing::warn!(
-                    src_ip = %peer.ip(),
-                    connections_refused_total = n,
-                    "syslog connection limit reached: connection refused (counted; next warning \
-                     in a minute at most)"
-                );
+        let slot = match conn.table.admit(peer.ip()) {
+            Ok((slot, evicted)) => {
+                if evicted {
+                    connection_evicted(&intake, peer);
+                }
+                slot
             }
-            continue;
+            Err(refusal) => {
+                // Closing at once (rather than waiting for a slot, as mini-redis does) keeps a
+                // flood of connections from queueing in the kernel's backlog unseen.
+                drop(stream);
+                connection_refused(&intake, peer, refusal);
+                continue;
+            }
         };
         bump(match transport {
             Transport::Tls => &intake.counters().tls_connections_accepted,
@@ -536,7 +577,7 @@ async fn run_listener(
         bump(&intake.counters().connections_active);
         let guard = ConnGuard {
             shared: intake.shared.clone(),
-            _permit: permit,
+            slot,
         };
         tokio::spawn(handle_connection(
             stream,
@@ -550,6 +591,46 @@ async fn run_listener(
     }
 }
 
+fn connection_refused(intake: &Intake, peer: SocketAddr, refusal: Refusal) {
+    let counters = intake.counters();
+    match refusal {
+        Refusal::ConnectionLimit => {
+            let n = bump(&counters.connections_refused);
+            if intake.shared.warn.allow(WarnReason::ConnectionLimit) {
+                tracing::warn!(
+                    src_ip = %peer.ip(),
+                    connections_refused_total = n,
+                    "syslog connection limit reached and no connection idle long enough to \
+                     evict: connection refused (counted; next warning in a minute at most)"
+                );
+            }
+        }
+        Refusal::PerSourceLimit => {
+            let n = bump(&counters.connections_refused_per_source);
+            if intake.shared.warn.allow(WarnReason::PerSourceLimit) {
+                tracing::warn!(
+                    src_ip = %peer.ip(),
+                    connections_refused_per_source_total = n,
+                    "syslog connection limit per source reached: connection refused (counted; \
+                     next warning in a minute at most)"
+                );
+            }
+        }
+    }
+}
+
+fn connection_evicted(intake: &Intake, newcomer: SocketAddr) {
+    let n = bump(&intake.counters().connections_evicted);
+    if intake.shared.warn.allow(WarnReason::Evicted) {
+        tracing::warn!(
+            src_ip = %newcomer.ip(),
+            connections_evicted_total = n,
+            "syslog connection limit reached: the connection idle longest was closed to make \
+             room (counted; next warning in a minute at most)"
+        );
+    }
+}
+
 async fn handle_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -557,18 +638,21 @@ async fn handle_connection(
     intake: Intake,
     mut shutdown: Shutdown,
     conn: ConnSettings,
-    _guard: ConnGuard,
+    guard: ConnGuard,
 ) {
+    let slot = &guard.slot;
     match tls {
-        None => read_messages(stream, peer, Transport::Tcp, &intake, shutdown, &conn).await,
+        None => read_messages(stream, peer, Transport::Tcp, &intake, shutdown, &conn, slot).await,
         Some(acceptor) => {
             let handshake = tokio::select! {
                 () = shutdown.recv() => return,
+                () = slot.evicted() => return,
                 r = tokio::time::timeout(conn.handshake, acceptor.accept(stream)) => r,
             };
             match handshake {
                 Ok(Ok(tls_stream)) => {
-                    read_messages(tls_stream, peer, Transport::Tls, &intake, shutdown, &conn).await
+                    let t = Transport::Tls;
+                    read_messages(tls_stream, peer, t, &intake, shutdown, &conn, slot).await
                 }
                 Ok(Err(e)) => tls_handshake_failed(&intake, peer, &e.to_string()),
                 Err(_) => tls_handshake_failed(&intake, peer, "timed out"),
@@ -596,6 +680,7 @@ fn tls_handshake_failed(intake: &Intake, peer: SocketAddr, error: &str) {
 enum ConnEnd {
     Eof,
     Idle,
+    Evicted,
     Error,
     Shutdown,
 }
@@ -608,8 +693,10 @@ async fn read_messages<S: AsyncRead + Unpin>(
     intake: &Intake,
     mut shutdown: Shutdown,
     conn: &ConnSettings,
+    slot: &ConnSlot,
 ) {
     let mut framer = StreamFramer::new(None, conn.max_message_bytes);
+    let mut counted = FramerStats::default();
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
     let mut frames = Vec::new();
     // Reset by each complete message, not by each byte: a sender trickling one byte at a time
@@ -619,6 +706,7 @@ async fn read_messages<S: AsyncRead + Unpin>(
         let read = tokio::select! {
             biased;
             () = shutdown.recv() => break ConnEnd::Shutdown,
+            () = slot.evicted() => break ConnEnd::Evicted,
             () = tokio::time::sleep_until(deadline) => break ConnEnd::Idle,
             r = stream.read(&mut buf) => r,
         };
@@ -634,8 +722,10 @@ async fn read_messages<S: AsyncRead + Unpin>(
             }
         };
         framer.push(buf.get(..n).unwrap_or_default(), &mut frames);
+        count_framing(intake, peer, &framer, &mut counted);
         if !frames.is_empty() {
             deadline = Instant::now() + conn.idle;
+            slot.touch();
             deliver_frames(&mut frames, peer, transport, intake, &mut shutdown).await;
         }
     };
@@ -643,23 +733,56 @@ async fn read_messages<S: AsyncRead + Unpin>(
         // A last message without its LF is still a message (an octet-counted one cut short is
         // flagged truncated by the framer).
         framer.finish(&mut frames);
+        count_framing(intake, peer, &framer, &mut counted);
         deliver_frames(&mut frames, peer, transport, intake, &mut shutdown).await;
     }
     let counters = intake.counters();
-    counters.framer_discarded_bytes.fetch_add(
-        framer.stats().discarded_bytes_total,
-        std::sync::atomic::Ordering::Relaxed,
-    );
     match end {
         ConnEnd::Idle => {
             bump(&counters.connections_idle_closed);
             tracing::debug!(src_ip = %peer.ip(), transport = transport.as_str(), "syslog connection closed: idle");
+        }
+        ConnEnd::Evicted => {
+            // Counted when the slot was taken (`connections_evicted`).
+            tracing::debug!(src_ip = %peer.ip(), transport = transport.as_str(), "syslog connection closed: evicted");
         }
         ConnEnd::Error => {
             bump(&counters.connection_errors);
         }
         ConnEnd::Eof | ConnEnd::Shutdown => {}
     }
+}
+
+/// Adds what the framer counted since the last call (as it happens, not when the connection
+/// ends: a long-lived connection must show up in the metrics while it lives).
+fn count_framing(
+    intake: &Intake,
+    peer: SocketAddr,
+    framer: &StreamFramer,
+    counted: &mut FramerStats,
+) {
+    let now = framer.stats();
+    let counters = intake.counters();
+    add(
+        &counters.framer_discarded_bytes,
+        now.discarded_bytes_total
+            .saturating_sub(counted.discarded_bytes_total),
+    );
+    let bad = now
+        .bad_length_total
+        .saturating_sub(counted.bad_length_total);
+    if bad > 0 {
+        add(&counters.framer_bad_length, bad);
+        if intake.shared.warn.allow(WarnReason::BadLength) {
+            tracing::warn!(
+                src_ip = %peer.ip(),
+                framer_bad_length_total = counters.framer_bad_length.load(std::sync::atomic::Ordering::Relaxed),
+                "syslog octet-counting length that cannot be right: resynchronised on the next \
+                 frame (counted; next warning in a minute at most)"
+            );
+        }
+    }
+    *counted = now;
 }
 
 async fn deliver_frames(
@@ -672,6 +795,11 @@ async fn deliver_frames(
     let received = now();
     for frame in frames.drain(..) {
         if !intake.admit(transport, peer.ip()) {
+            continue;
+        }
+        if intake.shared.when_full == WhenFull::DropNewest
+            && !intake.may_fit(frame.bytes.len(), peer.ip())
+        {
             continue;
         }
         if let Some(ev) = intake.parse(&frame.bytes, Some(&frame), peer, received) {
