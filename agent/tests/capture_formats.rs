@@ -657,6 +657,34 @@ fn a_record_with_a_wrong_length_costs_at_most_itself() {
 }
 
 #[test]
+fn records_up_to_16_mib_are_read_and_longer_claims_are_corrupt() {
+    // Snapshot length 0 (unknown): only the 16 MiB bound applies. The read buffer grows from
+    // 256 KiB to hold the 10 MiB record.
+    let flavour = FLAVOURS[0];
+    let big = vec![0x42; 10 << 20];
+    let small = numbered_frames(1).remove(0);
+    let mut bytes = flavour.file_header(0);
+    bytes.extend(flavour.record(TS_SEC, 1, &big));
+    let claim_at = bytes.len();
+    bytes.extend(flavour.record(TS_SEC, 2, &small));
+    bytes.extend(flavour.record(TS_SEC, 3, &small));
+    let got = read_file(&bytes);
+    assert_eq!(got.error, None);
+    assert_eq!(got.packets.len(), 3);
+    assert_eq!(got.packets[0].len(), 10 << 20);
+
+    // The second record claims 20 MiB: corrupt, and the third is still read.
+    bytes[claim_at + 8..claim_at + 12].copy_from_slice(&flavour.w32(20 << 20));
+    let got = read_file(&bytes);
+    assert_eq!(got.error, None);
+    assert_eq!(got.packets.len(), 2);
+    assert_eq!(
+        got.summary.first_corruption,
+        Some((claim_at as u64, Corruption::CaptureLengthTooLarge))
+    );
+}
+
+#[test]
 fn records_a_capture_program_would_not_write_are_read_when_the_next_one_confirms_them() {
     // Writers that ignore the snapshot length exist (Wireshark reads their files): every
     // record here exceeds it; one has a sub-second part over a second.

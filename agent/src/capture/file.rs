@@ -381,10 +381,10 @@ impl<'a> FileReader<'a> {
             // The second case would be a framing bug; refusing keeps the loop moving.
             return Ok(false);
         }
-        if bytes > self.capacity {
-            let grown = bytes
-                .max(self.capacity.saturating_mul(2))
-                .min(MAX_BUFFER_BYTES);
+        if before >= self.capacity {
+            // Full: double it. Growing only once the bytes are there keeps a bogus length in a
+            // small file from allocating what it claims.
+            let grown = self.capacity.saturating_mul(2).min(MAX_BUFFER_BYTES);
             if self.reader.grow(grown) {
                 self.capacity = grown;
             }

@@ -12,13 +12,14 @@
 //!   largest record read from the file so far, as some writers ignore the snapshot length:
 //!   Wireshark's `libpcap.c` reads such files).
 //!
-//! Reading in order, a record with a sane header is read when the header after it *confirms*
-//! it (plausible, or flawed the same way, and at most [`MAX_RECORD_GAP_SECS`] later), or when
-//! the file ends right after it. Otherwise either that header is damaged or this record's
-//! length is wrong: a confirmed candidate (below) starting after this record's header, within
-//! the length it claims and close to it in time, says the length is wrong, and the record is
-//! corrupt. Without one, a plausible record is read (truncated if the file ends inside it),
-//! a flawed one is read only if the next header is plausible, else it is corrupt.
+//! Reading in order, a record with a sane header is read at once when the header after it
+//! *confirms* it: plausible and at most [`MAX_RECORD_GAP_SECS`] later (for a flawed record:
+//! flawed the same way, the writer's habit). Otherwise (including when the file ends right
+//! after it) either that header is damaged or this record's length is wrong: a confirmed
+//! candidate (below) starting after this record's header, within the length it claims and
+//! close to it in time, says the length is wrong, and the record is corrupt. Without one, a
+//! plausible record is read (truncated if the file ends inside it), and a flawed one only if
+//! the file ends right after it or the next header is plausible and follows it in time.
 //!
 //! A pcapng block is read when its framing is intact: a length that is a multiple of 4, at
 //! least its type's minimum, at most [`MAX_RECORD_BYTES`], and equal to the trailing length.
@@ -35,7 +36,7 @@ use std::fmt;
 pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 
 /// Two consecutive pcap records confirm each other only when the second is at most this much
-/// later than the first (and not a second or more earlier); the last record of a file confirms
+/// later than the first (and at most one second earlier, by the seconds field); the last record of a file confirms
 /// itself only this close to the time base. An hour: a longer silence costs at most the one
 /// record before it, while a header read a few bytes off (its seconds taken from a sub-second
 /// field, anywhere in twelve days of 1970) rarely pairs with another.
@@ -60,14 +61,14 @@ pub enum Corruption {
     /// pcap: a record of no captured bytes: nothing to read, and what a zero-filled stretch or
     /// a header read a few bytes off most often looks like.
     EmptyRecord,
-    /// pcap: the captured length exceeds the original length, and the next record does not
-    /// start where it says.
+    /// pcap: the captured length exceeds the original length, and the header after it does
+    /// not vouch for the record.
     CaptureLengthOverOriginal,
-    /// pcap: the sub-second part is a second or more, and the next record does not start
-    /// where the length says.
+    /// pcap: the sub-second part is a second or more, and the header after it does not vouch
+    /// for the record.
     SubsecondOutOfRange,
-    /// pcap: a timestamp of exactly 1970-01-01T00:00:00 (zero-filled), and the next record
-    /// does not confirm it.
+    /// pcap: a timestamp of exactly 1970-01-01T00:00:00 (zero-filled), and the header after it
+    /// does not vouch for the record.
     ZeroTimestamp,
     /// pcap: the record looks right but the next header does not, and a confirmed record
     /// starts inside it: its length is wrong.
@@ -221,7 +222,6 @@ impl PcapHeader {
         }
     }
 
-    /// Why a capture program would not have written this header.
     /// Why a capture program would not have written this header (unless it is the file's
     /// habit, see [`PcapLayout::habit`]).
     fn implausibility(&self, layout: &PcapLayout) -> Option<Corruption> {
