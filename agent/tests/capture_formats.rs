@@ -538,6 +538,55 @@ fn pcapng_with_a_block_of_bad_length_is_read_past_it() {
 }
 
 #[test]
+fn big_endian_pcapng_with_a_block_of_bad_length_is_read_past_it() {
+    let be = |v: u32| v.to_be_bytes();
+    let block = |kind: u32, body: &[u8]| {
+        let len = (12 + body.len()) as u32;
+        [&be(kind)[..], &be(len), body, &be(len)].concat()
+    };
+    // Section header: byte-order magic, version 1.0, section length unknown.
+    let mut bytes = block(
+        0x0A0D_0D0A,
+        &[&be(0x1A2B_3C4D)[..], &[0, 1, 0, 0], &[0xFF; 8]].concat(),
+    );
+    // Interface description: Ethernet, reserved, snaplen.
+    bytes.extend(block(1, &[&[0, 1, 0, 0][..], &be(65535)].concat()));
+    let frames: Vec<Vec<u8>> = numbered_frames(6)
+        .into_iter()
+        .map(|mut f| {
+            f.resize(f.len().next_multiple_of(4), 0); // no padding needed in the EPB
+            f
+        })
+        .collect();
+    let mut blocks = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        // Enhanced packet: interface 0, timestamp high and low, captured and original length.
+        let ts = u64::from(TS_SEC) * 1_000_000 + i as u64;
+        let body = [
+            &be(0)[..],
+            &be((ts >> 32) as u32),
+            &be(ts as u32),
+            &be(f.len() as u32),
+            &be(f.len() as u32),
+            f,
+        ]
+        .concat();
+        blocks.push((bytes.len(), 12 + body.len()));
+        bytes.extend(block(6, &body));
+    }
+    let (at, len) = blocks[2];
+    bytes[at + 4..at + 8].copy_from_slice(&be(len as u32 + 4)); // leading total length
+    let got = read_file(&bytes);
+    assert_eq!(got.error, None);
+    assert_eq!(got.packets, without(&frames, &[2]));
+    assert_eq!(got.summary.skipped_bytes, len as u64);
+    assert_eq!(
+        got.summary.first_corruption,
+        Some((at as u64, Corruption::TrailingLengthDiffers))
+    );
+}
+
+#[test]
 fn garbage_at_the_very_end_is_skipped_and_counted() {
     let frames = numbered_frames(3);
     let garbage = b"trailing garbage, written after the capture ended... ".repeat(2);
