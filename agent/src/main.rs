@@ -21,6 +21,11 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Decode pcap/pcapng files and write events as JSON Lines (one event per line).
+    ///
+    /// A corrupt record does not end a file: reading goes on at the next record that can be
+    /// believed, a warning per file says where, and --stats counts what was skipped. Exits 1
+    /// when a file cannot be opened, is not a capture, ends inside a record (truncated) or
+    /// holds corruption and no readable packet; everything before was still decoded.
     Replay(ReplayArgs),
     /// Capture live on network interfaces (needs CAP_NET_RAW) and write events as JSON Lines
     /// until SIGINT/SIGTERM; the sockets only receive.
@@ -195,10 +200,17 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS); // the reader went away (broken pipe)
     }
     if args.decode.stats {
-        eprintln!(
-            "{}",
-            serde_json::to_string(&report.counters).context("encoding counters")?
-        );
+        let mut v = serde_json::to_value(&report.counters).context("encoding counters")?;
+        let files = report.file_totals();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("file_corrupt_records".into(), files.corrupt_records.into());
+            o.insert(
+                "file_resynchronisations".into(),
+                files.resynchronisations.into(),
+            );
+            o.insert("file_skipped_bytes".into(), files.skipped_bytes.into());
+        }
+        eprintln!("{v}");
     }
     for e in &report.errors {
         eprintln!("mamori-agent: error: {e}");

@@ -6,19 +6,34 @@ use std::time::{Duration, Instant};
 
 use mamori_models::Event;
 
-use crate::capture::{CaptureError, read_capture_file};
+use crate::capture::{CaptureError, FileSummary, read_capture_file_with_summary};
 use crate::pipeline::{Counters, EventSink, Pipeline, PipelineConfig};
 
 /// What a replay did.
 #[derive(Debug)]
 pub struct ReplayReport {
     pub counters: Counters,
+    /// What was read from each file, in the order given (corrupt records skipped included).
+    pub files: Vec<FileSummary>,
     /// Files that could not be read to their end (everything before the fault was processed).
     pub errors: Vec<CaptureError>,
 }
 
-/// Replays `paths` into `sink`. A file that cannot be opened or ends in a bad record is
-/// reported in [`ReplayReport::errors`] and the replay goes on with the next file.
+impl ReplayReport {
+    /// The files' summaries added up.
+    pub fn file_totals(&self) -> FileSummary {
+        let mut total = FileSummary::default();
+        for file in &self.files {
+            total.add(file);
+        }
+        total
+    }
+}
+
+/// Replays `paths` into `sink`. Corrupt records inside a file are skipped and counted in
+/// [`ReplayReport::files`]; a file that cannot be opened, ends in a truncated record or holds
+/// nothing readable is reported in [`ReplayReport::errors`] and the replay goes on with the
+/// next file.
 pub fn replay_files(
     paths: &[PathBuf],
     config: PipelineConfig,
@@ -37,10 +52,11 @@ pub fn replay_files_paced(
 ) -> ReplayReport {
     let mut pipeline = Pipeline::new(config);
     let mut errors = Vec::new();
+    let mut files = Vec::with_capacity(paths.len());
     let mut clock: Option<(mamori_models::Timestamp, Instant)> = None;
     let speed = speed.filter(|s| s.is_finite() && *s > 0.0);
     for path in paths {
-        let result = read_capture_file(path, |pkt| {
+        let (summary, result) = read_capture_file_with_summary(path, |pkt| {
             if let Some(speed) = speed {
                 let (first, started) = *clock.get_or_insert((pkt.ts, Instant::now()));
                 let offset_us = pkt.ts.as_micros().saturating_sub(first.as_micros()).max(0);
@@ -51,6 +67,7 @@ pub fn replay_files_paced(
             }
             pipeline.process(pkt, sink)
         });
+        files.push(summary);
         if let Err(e) = result {
             tracing::error!(error = %e, "capture file not read to its end");
             errors.push(e);
@@ -59,6 +76,7 @@ pub fn replay_files_paced(
     pipeline.finish(sink);
     ReplayReport {
         counters: pipeline.counters(),
+        files,
         errors,
     }
 }

@@ -1,5 +1,6 @@
-//! Capture input: pcap and pcapng files (live capture comes later through the same
-//! [`RawPacket`] type), and the link/network/transport decoding of one frame.
+//! Capture input: pcap and pcapng files (`file`), live AF_PACKET capture (`live`), both as
+//! [`RawPacket`]s; the link/network/transport decoding of one frame (`decode`) and IPv4
+//! fragment reassembly (`defrag`).
 
 pub mod decode;
 pub mod defrag;
@@ -7,7 +8,10 @@ pub mod file;
 pub mod live;
 
 pub use decode::{DecodeError, Decoded, L4, TcpFlags, decode_frame};
-pub use file::{CaptureError, FileSummary, read_capture_file};
+pub use file::{
+    CaptureError, Corruption, FileSummary, read_capture, read_capture_file,
+    read_capture_file_with_summary,
+};
 
 use mamori_models::Timestamp;
 
