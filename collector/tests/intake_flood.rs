@@ -237,6 +237,7 @@ event_retention_days = 0
         s.events_acked_total,
         s.batches_retried_total
     );
+    assert!(child.try_wait().unwrap().is_none(), "the collector died");
     let _ = Command::new("kill").arg(pid.to_string()).status();
     let _ = child.wait();
 
@@ -260,10 +261,10 @@ event_retention_days = 0
         by_kind.get(&(2, 400)).is_some_and(|&c| c > 0),
         "{by_kind:?}"
     );
+    // 72 connections at once from one address: some handshakes are closed to make room
+    // (max_handshakes_per_address) and answer nothing (0); never a server error.
     assert!(
-        !by_kind
-            .keys()
-            .any(|(_, s)| *s == 0 || *s >= 500 && *s != 503),
-        "a connection failed or a server error: {by_kind:?}"
+        !by_kind.keys().any(|(_, s)| *s >= 500 && *s != 503),
+        "a server error: {by_kind:?}"
     );
 }
