@@ -4,9 +4,12 @@
 //! Alertmanager servers ([`services`]).
 #![forbid(unsafe_code)]
 
+pub mod evaluation;
+pub mod events;
 pub mod modbus_plant;
 pub mod modbus_script;
 pub mod pcapgen;
+pub mod plants;
 pub mod recorder;
 pub mod scenario;
 pub mod scenario_syslog;

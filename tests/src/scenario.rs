@@ -6,9 +6,9 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr};
 
-use mamori_models::{
-    Anomaly, Event, FlowEvent, ModbusEvent, ModbusPdu, Timestamp, Transport, Values,
-};
+use mamori_models::{Event, FlowEvent, ModbusPdu, Timestamp, Transport, Values};
+
+use crate::events::{SEC, Transaction, flow, ts};
 
 pub const HMI: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 10, 0, 10));
 pub const PLCS: [IpAddr; 3] = [
@@ -22,7 +22,6 @@ pub const ROGUE: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 10, 0, 77));
 pub const SETPOINT: u16 = 100;
 /// Set-points the operator cycles through, one every 15 minutes.
 pub const OPERATOR_SETPOINTS: [u16; 6] = [50, 55, 60, 45, 40, 52];
-const SEC: i64 = 1_000_000;
 
 /// One attack and where its alerts must fall.
 #[derive(Clone, Debug)]
@@ -32,26 +31,11 @@ pub struct AttackSpan {
     pub end: Timestamp,
 }
 
-fn ts(us: i64) -> Timestamp {
-    Timestamp::from_micros(us)
-}
-
 fn pdu(t: i64) -> ModbusPdu {
     ModbusPdu {
         ts: ts(t),
         len: 6,
         ..ModbusPdu::default()
-    }
-}
-
-fn func_name(func: u8) -> &'static str {
-    match func {
-        1 => "READ_COILS",
-        3 => "READ_HOLDING_REGISTERS",
-        4 => "READ_INPUT_REGISTERS",
-        6 => "WRITE_SINGLE_REGISTER",
-        8 => "DIAGNOSTICS",
-        _ => "OTHER",
     }
 }
 
@@ -89,38 +73,23 @@ impl Plant {
         exception: Option<u8>,
     ) {
         self.tid = self.tid.wrapping_add(1);
-        let unanswered = response.is_none() && exception.is_none();
         let response = match exception {
             Some(_) => Some(pdu(t + 800)),
             None => response,
         };
-        self.events.push(Event::Modbus(ModbusEvent {
-            ts: ts(t),
-            src_ip: client,
-            src_port: 49_152,
-            dst_ip: server,
-            dst_port: 502,
+        let tx = Transaction {
+            client,
+            client_port: 49_152,
+            server,
+            server_port: 502,
             tid: self.tid,
             unit,
             func,
-            func_name: Cow::Borrowed(func_name(func)),
-            request: Some(request),
+            request,
             response,
-            exception: exception.map(|c| {
-                Cow::Borrowed(match c {
-                    1 => "ILLEGAL_FUNCTION",
-                    2 => "ILLEGAL_DATA_ADDRESS",
-                    _ => "OTHER",
-                })
-            }),
-            exception_code: exception,
-            latency_us: if unanswered { None } else { Some(800) },
-            anomalies: if unanswered {
-                vec![Anomaly::UnansweredRequest]
-            } else {
-                Vec::new()
-            },
-        }));
+            exception,
+        };
+        self.events.push(tx.into_event());
     }
 
     /// A read of `qty` registers (func 3/4) or coils (func 1) at `addr`.
@@ -197,21 +166,19 @@ impl Plant {
         service: Option<&'static str>,
     ) {
         self.events.push(Event::Flow(FlowEvent {
-            ts: ts(t),
-            end_ts: ts(end),
-            transport: Transport::Tcp,
-            src_ip: client,
-            src_port: 50_000,
-            dst_ip: server,
-            dst_port: port,
             service: service.map(Cow::Borrowed),
             orig_pkts: 10,
             orig_bytes: 120,
             resp_pkts: 10,
             resp_bytes: 200,
-            state: Cow::Borrowed(state),
-            reason: Cow::Borrowed("closed"),
-            anomalies: Vec::new(),
+            ..flow(
+                Transport::Tcp,
+                (t, end),
+                (client, 50_000),
+                (server, port),
+                state,
+                "closed",
+            )
         }));
     }
 

@@ -5,11 +5,11 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use mamori_models::{Event, SyslogEvent, SyslogFormat, Timestamp};
+use mamori_models::Event;
 
+use crate::events::{LogSource, SEC, ts};
 use crate::scenario::AttackSpan;
 
-const SEC: i64 = 1_000_000;
 /// Where the password guessing comes from.
 pub const ATTACKER: &str = "10.9.9.9";
 
@@ -25,32 +25,18 @@ const DAEMON: u8 = 3;
 const AUTHPRIV: u8 = 10;
 const CRON: u8 = 9;
 
-fn ts(us: i64) -> Timestamp {
-    Timestamp::from_micros(us)
-}
-
 /// One RFC 5424 message.
 pub fn message(t: i64, host: usize, app: &str, facility: u8, severity: u8, msg: String) -> Event {
-    let (name, ip) = HOSTS.get(host).copied().unwrap_or(HOSTS[0]);
-    Event::Syslog(SyslogEvent {
-        ts: ts(t),
-        received_ts: ts(t),
-        src_ip: Some(ip),
-        src_port: Some(514),
-        format: SyslogFormat::Rfc5424,
-        priority: Some(facility * 8 + severity),
-        facility: Some(facility),
-        severity: Some(severity),
-        version: Some(1),
-        timestamp: None,
-        hostname: Some(name.to_owned()),
-        app_name: Some(app.to_owned()),
-        procid: Some("812".to_owned()),
-        msgid: None,
-        structured_data: None,
-        msg: Some(msg),
-        anomalies: Vec::new(),
-    })
+    let (hostname, ip) = HOSTS.get(host).copied().unwrap_or(HOSTS[0]);
+    LogSource {
+        hostname,
+        ip,
+        app,
+        procid: Some("812"),
+        facility,
+        severity,
+    }
+    .message(t, msg)
 }
 
 /// Normal logging from `start_s` for `secs` seconds.
