@@ -434,6 +434,7 @@ mod tests {
             subject: format!("{src}>{dst}"),
             score: 0.5,
             evidence: Default::default(),
+            attack: Vec::new(),
         }
     }
 

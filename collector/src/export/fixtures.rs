@@ -61,7 +61,9 @@ pub fn alert(
             subject: subject.into(),
             score: severity.base_score(),
             evidence: evidence(ev),
-        },
+            attack: Vec::new(),
+        }
+        .with_attack(),
     }
 }
 
