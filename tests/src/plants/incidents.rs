@@ -45,6 +45,23 @@ pub enum IncidentKind {
 }
 
 impl IncidentKind {
+    /// The kind's name in the labels file (`snake_case`).
+    pub fn id(self) -> &'static str {
+        match self {
+            IncidentKind::ReconSweep => "recon_sweep",
+            IncidentKind::FunctionCodeScan => "function_code_scan",
+            IncidentKind::UnitIdScan => "unit_id_scan",
+            IncidentKind::UnauthorisedWrite => "unauthorised_write",
+            IncidentKind::LateralMovement => "lateral_movement",
+            IncidentKind::SetpointOutOfRange => "setpoint_out_of_range",
+            IncidentKind::DeviceSilent => "device_silent",
+            IncidentKind::RequestFlood => "request_flood",
+            IncidentKind::IdentityChange => "identity_change",
+            IncidentKind::FailedLoginBurst => "failed_login_burst",
+        }
+    }
+
+    /// The kind as the reports name it.
     pub fn as_str(self) -> &'static str {
         match self {
             IncidentKind::ReconSweep => "reconnaissance sweep",
@@ -372,7 +389,10 @@ impl Planner<'_> {
         else {
             return t;
         };
-        let sp = &self.layout.setpoints[setpoint];
+        let layout = self.layout;
+        let Some(sp) = layout.setpoints.get(setpoint) else {
+            return t;
+        };
         let plc_ip = self.plc_ip(sp.plc);
         let value = pick(rng, &sp.usual).unwrap_or(sp.initial);
         let summary = format!(
@@ -414,7 +434,10 @@ impl Planner<'_> {
         else {
             return t;
         };
-        let sp = &self.layout.setpoints[setpoint];
+        let layout = self.layout;
+        let Some(sp) = layout.setpoints.get(setpoint) else {
+            return t;
+        };
         let width = sp.range.1.saturating_sub(sp.range.0).max(1);
         let value = sp
             .range
@@ -891,7 +914,10 @@ impl Gen<'_> {
         let users = ["root", "admin", "operator", "engineer", "guest"];
         let mut port = self.rng.gen_range(40_000..60_000);
         for k in 0..count {
-            let user = users[usize::try_from(k).unwrap_or(0) % users.len()];
+            let user = users
+                .get(usize::try_from(k).unwrap_or(0) % users.len())
+                .copied()
+                .unwrap_or("root");
             port += self.rng.gen_range(1..5);
             let at = t + i64::from(k) * 1_500_000 + self.rng.gen_range(0..300_000);
             self.out.push(source.message(

@@ -144,7 +144,10 @@ impl Layout {
             for id in 1..=units {
                 plc_units.push(unit(spec, &mut rng, i, id, &mut setpoints));
             }
-            let (vendor, code) = VENDORS[rng.gen_range(0..VENDORS.len())];
+            let (vendor, code) = VENDORS
+                .get(rng.gen_range(0..VENDORS.len()))
+                .copied()
+                .unwrap_or_default();
             plcs.push(Plc {
                 ip: host(net, last),
                 name: format!("plc-{:02}", i + 1),
@@ -177,8 +180,8 @@ impl Layout {
             plcs,
             setpoints,
             ews_targets,
-            scanner: host(net, free[0]),
-            rogue: host(net, free[1]),
+            scanner: host(net, free.first().copied().unwrap_or(100)),
+            rogue: host(net, free.get(1).copied().unwrap_or(101)),
             outside_attacker: IpAddr::V4(Ipv4Addr::new(
                 172,
                 16,

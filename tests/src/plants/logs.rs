@@ -197,9 +197,9 @@ fn hmi(layout: &Layout, frame: &Frame, world: &World, rng: &mut Rng, out: &mut V
         })
         .collect();
     for t in now_and_then(rng, frame, 600.0) {
-        let tag = &tags[rng
-            .gen_range(0..tags.len().max(1))
-            .min(tags.len().saturating_sub(1))];
+        let Some(tag) = tags.get(rng.gen_range(0..tags.len().max(1))) else {
+            continue;
+        };
         let s = source(&name, hmi, "hmi", USER, 4);
         out.push(s.message(t, format!("alarm {tag} acknowledged by operator")));
     }

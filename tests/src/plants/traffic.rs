@@ -117,7 +117,10 @@ impl World {
                     // A new value, legitimate: inside the engineering range.
                     rng.gen_range(sp.range.0..=sp.range.1)
                 } else {
-                    others[rng.gen_range(0..others.len())]
+                    others
+                        .get(rng.gen_range(0..others.len()))
+                        .copied()
+                        .unwrap_or(*cur)
                 };
                 *cur = value;
                 world.operator_writes.push((t, i, value));
@@ -351,14 +354,24 @@ impl Ports {
     }
 }
 
+/// A connection's transactions within one segment (capture file).
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    first: i64,
+    last: i64,
+    requests: u64,
+    orig_bytes: u64,
+    resp_bytes: u64,
+}
+
 /// One connection's life: when it opened (its SYN, possibly before the capture) and when it
 /// was reset (if it was), with the transactions' counts.
 struct Epoch {
     conn: Connection,
     opened: i64,
     reset: Option<i64>,
-    /// First and last transaction times per segment, and counts per segment.
-    seen: [Option<(i64, i64, u64, u64, u64)>; 2],
+    /// Per segment (learning, detection).
+    seen: [Option<Seen>; 2],
 }
 
 impl Epoch {
@@ -370,10 +383,17 @@ impl Epoch {
             self.conn.resp_bytes - before.2,
         );
         if let Some(slot) = self.seen.get_mut(seg) {
-            *slot = Some(match *slot {
-                Some((first, _, r0, o0, b0)) => (first, t, r0 + r, o0 + o, b0 + b),
-                None => (t, t, r, o, b),
+            let s = slot.get_or_insert(Seen {
+                first: t,
+                last: t,
+                requests: 0,
+                orig_bytes: 0,
+                resp_bytes: 0,
             });
+            s.last = t;
+            s.requests += r;
+            s.orig_bytes += o;
+            s.resp_bytes += b;
         }
     }
 
@@ -381,7 +401,14 @@ impl Epoch {
     fn flows(&self, frame: &Frame) -> Vec<Event> {
         let mut out = Vec::new();
         for ((seg_start, seg_end), seen) in frame.segments().into_iter().zip(&self.seen) {
-            let Some((first, last, requests, orig_bytes, resp_bytes)) = *seen else {
+            let Some(Seen {
+                first,
+                last,
+                requests,
+                orig_bytes,
+                resp_bytes,
+            }) = *seen
+            else {
                 continue;
             };
             let syn_seen = self.opened >= seg_start;
