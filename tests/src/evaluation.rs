@@ -1,7 +1,9 @@
 //! The detection evaluation on generated plants (docs/evaluation.md): which plants, split into a
 //! TUNING set that engineers may study and a HELD-OUT set kept for reporting; detection run
-//! exactly as `mamori-collector analyze --learn <hour> --detect <half hour>` runs it; and the
-//! scoring of its alerts against the labelled incidents.
+//! exactly as `mamori-collector analyze --learn <hour> --detect <half hour>` runs it (analyze
+//! lives in the binary, so [`analyze`] repeats its library calls, and a test checks that the
+//! binary writes the same alerts byte for byte); the scoring of its alerts against the labelled
+//! incidents; and the dump of a plant as files that the binary reads.
 //!
 //! Scoring. An alert *catches* an incident when it was raised inside the incident's span (a
 //! traffic-window alert: when its window overlaps the span) and names one of the incident's
@@ -17,7 +19,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::{self, BufWriter, Write as _};
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 use mamori_models::detect::{Alert, DetectConfig, DetectSummary, Detector, Learner, Severity};
 use mamori_models::{Event, Timestamp};
@@ -90,7 +94,7 @@ pub fn plants() -> Vec<PlantSpec> {
         ),
         // Held out: other seeds, more PLCs, other poll periods, other maps and hours.
         spec(
-            "heldout-substation",
+            "heldout-substation-12",
             HeldOut,
             0x0b5e_0101,
             Shape {
@@ -132,6 +136,24 @@ pub fn plants() -> Vec<PlantSpec> {
                 net: 43,
                 operator_mean_interval_s: 500,
                 identity_period_s: 300,
+            },
+        ),
+        // The shape again (five PLCs, one unit each, polled every 1–5 s), from another
+        // seed at another hour: tells a detector tuned to the substation's seed from one tuned
+        // to its shape.
+        spec(
+            "heldout-substation-5",
+            HeldOut,
+            0x0b5e_0404,
+            Shape {
+                plcs: 5,
+                max_units: 1,
+                poll_periods_s: &[1, 2, 4, 5],
+                map: RegisterMap::Substation,
+                start_hour: 13.0,
+                net: 44,
+                operator_mean_interval_s: 1200,
+                identity_period_s: 600,
             },
         ),
     ]
@@ -461,12 +483,21 @@ pub struct Row {
     pub caught: usize,
     pub incidents: usize,
     pub false_alerts: usize,
+    /// The kinds of the incidents missed.
+    pub missed: Vec<String>,
     /// The largest false-alert groups, `kind × count`.
     pub main_kinds: String,
 }
 
 impl Row {
     pub fn of(plant: &Plant, score: &Score) -> Row {
+        let mut missed: Vec<String> = score
+            .outcomes
+            .iter()
+            .filter(|o| o.first.is_none())
+            .map(|o| o.incident.kind.id().to_owned())
+            .collect();
+        missed.sort();
         let main_kinds = false_alert_kinds(score)
             .iter()
             .take(4)
@@ -479,6 +510,7 @@ impl Row {
             caught: score.caught(),
             incidents: score.outcomes.len(),
             false_alerts: score.false_alerts.len(),
+            missed,
             main_kinds,
         }
     }
@@ -488,26 +520,153 @@ impl Row {
     }
 }
 
-/// The summary table of a set of plants.
+/// The summary table of a set of plants: one line per plant.
 pub fn summary_table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| set | plant | incidents caught | false alerts (30 min) | meets targets | main false-alert kinds |"
+        "| set | plant | incidents caught | false alerts (30 min) | meets targets | missed | main false-alert kinds |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} of {} | {} | {} | {} |",
+            "| {} | {} | {} of {} | {} | {} | {} | {} |",
             r.set.as_str(),
             r.plant,
             r.caught,
             r.incidents,
             r.false_alerts,
             if r.meets_targets() { "yes" } else { "no" },
+            if r.missed.is_empty() {
+                "–".to_owned()
+            } else {
+                r.missed.join(", ")
+            },
             r.main_kinds
         );
     }
     out
+}
+
+/// False alerts by detector and kind (rows) and plant (columns), with totals: where the false
+/// alerts of a set come from.
+pub fn false_alert_table(scored: &[(&Plant, &Score)]) -> String {
+    let mut by: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    for (column, (_, score)) in scored.iter().enumerate() {
+        for ((detector, kind), alerts) in false_alert_kinds(score) {
+            let counts = by
+                .entry((detector, kind))
+                .or_insert_with(|| vec![0; scored.len()]);
+            if let Some(c) = counts.get_mut(column) {
+                *c += alerts.len();
+            }
+        }
+    }
+    let mut lines: Vec<((String, String), Vec<usize>)> = by.into_iter().collect();
+    lines.sort_by(|a, b| {
+        let total = |c: &[usize]| c.iter().sum::<usize>();
+        total(&b.1).cmp(&total(&a.1)).then(a.0.cmp(&b.0))
+    });
+    let mut out = String::new();
+    let names: Vec<&str> = scored.iter().map(|(p, _)| p.spec.name).collect();
+    let _ = writeln!(out, "| detector | kind | {} | total |", names.join(" | "));
+    let _ = writeln!(out, "|---|---|{}---|", "---|".repeat(names.len()));
+    let mut totals = vec![0usize; scored.len()];
+    for ((detector, kind), counts) in &lines {
+        for (t, c) in totals.iter_mut().zip(counts) {
+            *t += c;
+        }
+        let cells: Vec<String> = counts.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            out,
+            "| {detector} | {kind} | {} | {} |",
+            cells.join(" | "),
+            counts.iter().sum::<usize>()
+        );
+    }
+    let cells: Vec<String> = totals.iter().map(ToString::to_string).collect();
+    let _ = writeln!(
+        out,
+        "| **all** | | {} | {} |",
+        cells.join(" | "),
+        totals.iter().sum::<usize>()
+    );
+    out
+}
+
+/// The labels of a plant, for scoring the output of `mamori-collector analyze` outside this
+/// harness: the plant's spec, its time frame, and each incident with its span and hosts.
+pub fn labels(plant: &Plant) -> serde_json::Value {
+    let s = &plant.spec;
+    let hosts = |h: &[IpAddr]| h.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let incidents: Vec<serde_json::Value> = plant
+        .incidents
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "kind": i.kind.id(),
+                "summary": i.summary,
+                "start": i.start,
+                "end": i.end,
+                "hosts": hosts(&i.hosts),
+                "involved": hosts(&i.involved),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "plant": s.name,
+        "set": s.set.as_str(),
+        "seed": s.seed,
+        "shape": {
+            "plcs": s.shape.plcs,
+            "max_units": s.shape.max_units,
+            "poll_periods_s": s.shape.poll_periods_s,
+            "map": format!("{:?}", s.shape.map),
+            "start_hour": s.shape.start_hour,
+            "net": format!("10.{}.0.0/24", s.shape.net),
+            "operator_mean_interval_s": s.shape.operator_mean_interval_s,
+            "identity_period_s": s.shape.identity_period_s,
+        },
+        "learn_start": plant.learn_start,
+        "detect_start": plant.detect_start,
+        "detect_end": plant.detect_end,
+        "max_false_alerts": MAX_FALSE_ALERTS,
+        "incidents": incidents,
+    })
+}
+
+fn write_events(path: &Path, events: &[Event]) -> io::Result<()> {
+    let mut out = BufWriter::new(std::fs::File::create(path)?);
+    for e in events {
+        serde_json::to_writer(&mut out, e)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+/// The files of a dumped plant (see [`dump`]).
+#[derive(Clone, Debug)]
+pub struct Dumped {
+    pub learning: PathBuf,
+    pub detection: PathBuf,
+    pub labels: PathBuf,
+}
+
+/// Writes a plant under `dir/<name>/`: `learning.jsonl` and `detection.jsonl` (events as JSON
+/// Lines, the agent's format, for `mamori-collector analyze --learn … --detect …`) and
+/// `labels.json` ([`labels`]).
+pub fn dump(plant: &Plant, dir: &Path) -> io::Result<Dumped> {
+    let dir = dir.join(plant.spec.name);
+    std::fs::create_dir_all(&dir)?;
+    let files = Dumped {
+        learning: dir.join("learning.jsonl"),
+        detection: dir.join("detection.jsonl"),
+        labels: dir.join("labels.json"),
+    };
+    write_events(&files.learning, &plant.learning)?;
+    write_events(&files.detection, &plant.detection)?;
+    let labels = serde_json::to_string_pretty(&labels(plant))?;
+    std::fs::write(&files.labels, labels + "\n")?;
+    Ok(files)
 }

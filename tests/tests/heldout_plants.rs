@@ -6,10 +6,16 @@
 //! The issue's targets (every incident caught, at most one false alert per plant) are enforced
 //! only with `MAMORI_ENFORCE_DETECTION_TARGETS=1`: the detectors do not meet them yet, and this
 //! harness is what will say when they do. The harness's own soundness is always checked.
+//!
+//! `MAMORI_PLANT_DUMP=<dir>` also writes each plant's events and labels under `<dir>/<plant>/`,
+//! for the real `mamori-collector analyze` (docs/evaluation.md).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use mamori_models::detect::{Alert, DetectorName, Severity};
 use mamori_models::{Event, Timestamp};
@@ -17,6 +23,7 @@ use mamori_tests::evaluation::{self, Row, Run, Score};
 use mamori_tests::plants::{self, IncidentKind, Plant, PlantSet};
 
 const ENFORCE: &str = "MAMORI_ENFORCE_DETECTION_TARGETS";
+const DUMP: &str = "MAMORI_PLANT_DUMP";
 
 fn enforced() -> bool {
     std::env::var(ENFORCE).as_deref() == Ok("1")
@@ -52,8 +59,8 @@ fn check_plant(p: &Plant) {
         );
         assert!(!i.hosts.is_empty(), "{name}: {i:?}");
     }
-    // The incidents are apart from each other, except the lateral movement, which follows the
-    // unauthorised write minutes later by design.
+    // The incidents are apart from each other (the lateral movement follows the unauthorised
+    // write minutes later, with nothing in between), so that an alert is scored against one.
     for w in p.incidents.windows(2) {
         assert!(
             w[0].end < w[1].start,
@@ -131,6 +138,7 @@ fn alert(ts_s: i64, src: Option<IpAddr>, asset: Option<&str>) -> Alert {
         subject: String::new(),
         score: 0.5,
         evidence: Default::default(),
+        attack: Vec::new(),
     }
 }
 
@@ -197,6 +205,7 @@ fn scoring_follows_the_documented_rules() {
 
 struct Evaluated {
     plant: Plant,
+    generated_in: Duration,
     run: Run,
     score: Score,
 }
@@ -208,15 +217,29 @@ fn evaluate_all() -> Vec<Evaluated> {
             .into_iter()
             .map(|spec| {
                 scope.spawn(move || {
+                    let started = Instant::now();
                     let plant = plants::generate(&spec);
+                    let generated_in = started.elapsed();
                     let run = evaluation::analyze(&plant.learning, &plant.detection);
                     let score = evaluation::score(&plant.incidents, &run.alerts);
-                    Evaluated { plant, run, score }
+                    Evaluated {
+                        plant,
+                        generated_in,
+                        run,
+                        score,
+                    }
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
+}
+
+/// `MAMORI_PLANT_DUMP`, when set and not empty.
+fn dump_dir() -> Option<PathBuf> {
+    std::env::var_os(DUMP)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 #[test]
@@ -226,19 +249,47 @@ fn tuning_and_held_out_plants_against_the_issue_targets() {
     let elapsed = started.elapsed();
 
     let mut rows = Vec::new();
+    let mut tables = String::new();
     for set in [PlantSet::Tuning, PlantSet::HeldOut] {
+        let of_set: Vec<&Evaluated> = results.iter().filter(|r| r.plant.spec.set == set).collect();
         println!("## {} set\n", set.as_str());
-        for r in results.iter().filter(|r| r.plant.spec.set == set) {
+        for r in &of_set {
             println!("{}", evaluation::report(&r.plant, &r.run, &r.score));
-            rows.push(Row::of(&r.plant, &r.score));
+            println!(
+                "generated in {:.0?} ({} + {} events)\n",
+                r.generated_in,
+                r.plant.learning.len(),
+                r.plant.detection.len()
+            );
         }
+        let set_rows: Vec<Row> = of_set.iter().map(|r| Row::of(&r.plant, &r.score)).collect();
+        let scored: Vec<_> = of_set.iter().map(|r| (&r.plant, &r.score)).collect();
+        tables.push_str(&format!(
+            "## {} set: summary\n\n{}\nfalse alerts by detector and kind:\n\n{}\n",
+            set.as_str(),
+            evaluation::summary_table(&set_rows),
+            evaluation::false_alert_table(&scored)
+        ));
+        rows.extend(set_rows);
     }
-    println!("## summary\n");
-    println!("{}", evaluation::summary_table(&rows));
+    println!("{tables}");
     println!(
         "{} plants generated, learned and detected in {elapsed:.1?}",
         results.len()
     );
+
+    if let Some(dir) = dump_dir() {
+        for r in &results {
+            let files = evaluation::dump(&r.plant, &dir)
+                .unwrap_or_else(|e| panic!("{DUMP}: writing {}: {e}", dir.display()));
+            println!(
+                "dumped {} ({} alerts here) to {}",
+                r.plant.spec.name,
+                r.run.alerts.len(),
+                files.labels.parent().unwrap_or(&dir).display()
+            );
+        }
+    }
 
     // The harness itself: learning learned, detection ran, every alert scored once.
     for r in &results {
@@ -301,4 +352,78 @@ fn tuning_and_held_out_plants_against_the_issue_targets() {
             rows.len()
         );
     }
+}
+
+/// A binary of the workspace, beside this test's own executable (`target/<profile>/`).
+fn binary(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join(name);
+    path.is_file().then_some(path)
+}
+
+/// The harness repeats the library calls of `mamori-collector analyze` (which lives in the
+/// binary, out of reach of a test): here the real binary runs on a dumped plant and must write,
+/// byte for byte, the alerts the harness scores. Needs the binary built beside this test
+/// (`cargo build -p mamori-collector`); skipped with a reason otherwise, unless
+/// `MAMORI_REQUIRE_BINARIES=1`.
+#[test]
+fn the_real_analyze_writes_the_alerts_the_harness_scores() {
+    let Some(collector) = binary("mamori-collector") else {
+        if std::env::var("MAMORI_REQUIRE_BINARIES").as_deref() == Ok("1") {
+            panic!("MAMORI_REQUIRE_BINARIES=1 but the mamori-collector binary is missing");
+        }
+        println!(
+            "skipping: the mamori-collector binary is missing (cargo build -p mamori-collector)"
+        );
+        return;
+    };
+    // The smallest plant of the tuning set keeps this quick.
+    let spec = evaluation::plants()
+        .into_iter()
+        .filter(|s| s.set == PlantSet::Tuning)
+        .min_by_key(|s| s.shape.plcs)
+        .unwrap();
+    let plant = plants::generate(&spec);
+    let tmp = tempfile::tempdir().unwrap();
+    let files = evaluation::dump(&plant, tmp.path()).unwrap();
+    let output = Command::new(&collector)
+        .arg("analyze")
+        .arg("--learn")
+        .arg(&files.learning)
+        .arg("--detect")
+        .arg(&files.detection)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let binary_lines: Vec<&str> = stdout.lines().collect();
+    let run = evaluation::analyze(&plant.learning, &plant.detection);
+    let harness_lines: Vec<String> = run
+        .alerts
+        .iter()
+        .map(|a| serde_json::to_string(a).unwrap())
+        .collect();
+    assert_eq!(
+        binary_lines.len(),
+        harness_lines.len(),
+        "{}: alert lines of the binary vs the harness",
+        spec.name
+    );
+    for (b, h) in binary_lines.iter().zip(&harness_lines) {
+        assert_eq!(b, h, "{}", spec.name);
+    }
+    // What the issue's scoring counts: the lines of type alert.
+    let counted = binary_lines
+        .iter()
+        .filter(|l| l.contains(r#""type":"alert""#))
+        .count();
+    assert_eq!(counted, run.alerts.len());
+    println!(
+        "{}: mamori-collector analyze wrote the {counted} alerts the harness scores",
+        spec.name
+    );
 }
