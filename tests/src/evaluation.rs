@@ -287,6 +287,9 @@ pub struct Outcome {
     pub delay_s: Option<f64>,
     /// Alerts that caught it.
     pub alerts: usize,
+    /// Alerts about another host taking part in it, during it, that did not catch it: a
+    /// detector saw something (the victim's traffic) without naming what the incident is about.
+    pub related: usize,
 }
 
 /// The score of one run.
@@ -322,6 +325,10 @@ pub fn score(incidents: &[Incident], alerts: &[Alert]) -> Score {
                     .map(|a| (available(a).as_micros() - i.start.as_micros()).max(0) as f64 / 1e6),
                 first: first.cloned(),
                 alerts: hits.len(),
+                related: alerts
+                    .iter()
+                    .filter(|a| related(a, i) && !catches(a, i))
+                    .count(),
             }
         })
         .collect();
@@ -406,9 +413,9 @@ pub fn report(plant: &Plant, run: &Run, score: &Score) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "| incident | span (after detection start) | hosts | caught | first alert after | first alert |"
+        "| incident | span (after detection start) | hosts | caught | first alert after | first alert | related alerts |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for o in &score.outcomes {
         let i = &o.incident;
         let hosts: Vec<String> = i.hosts.iter().map(ToString::to_string).collect();
@@ -427,11 +434,12 @@ pub fn report(plant: &Plant, run: &Run, score: &Score) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {}–{} | {} | {caught} | {delay} | {first} |",
+            "| {} | {}–{} | {} | {caught} | {delay} | {first} | {} |",
             i.kind.as_str(),
             clock(i.start, plant.detect_start),
             clock(i.end, plant.detect_start),
             hosts.join(", "),
+            o.related,
         );
     }
     let _ = writeln!(out);

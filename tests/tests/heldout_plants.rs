@@ -200,6 +200,7 @@ fn scoring_follows_the_documented_rules() {
     // The window alert could be seen at its end (20 s in); the point alert at once.
     assert_eq!(s.outcomes[0].delay_s, Some(0.0));
     assert_eq!(s.outcomes[0].alerts, 2);
+    assert_eq!(s.outcomes[0].related, 1);
     assert!(!s.meets_targets());
 }
 

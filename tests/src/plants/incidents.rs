@@ -328,11 +328,16 @@ impl Planner<'_> {
             "{scanner} sweeps the subnet for port 502, then probes {}'s registers",
             self.plc_ip(plc)
         );
+        // The sweep reaches every host of the subnet: a reset or a refused connection in the
+        // traffic of any of them is the sweep's doing.
+        let probed = self.plc_ip(plc);
+        let mut reached = vec![probed];
+        reached.extend(self.layout.hosts().into_iter().filter(|&h| h != probed));
         self.incident(
             IncidentKind::ReconSweep,
             (t, end),
             vec![scanner],
-            &[self.plc_ip(plc)],
+            &reached,
             summary,
             Attack::Recon { t, plc },
         )
@@ -478,11 +483,13 @@ impl Planner<'_> {
             self.plc_ip(plc),
             (silence.back - silence.down_from) / SEC
         );
+        // Its clients' polls go unanswered and their reconnections fail: their traffic changes.
+        let clients = [self.layout.hmi, self.layout.historian];
         self.incident(
             IncidentKind::DeviceSilent,
             (t, silence.back),
             vec![self.plc_ip(plc)],
-            &[],
+            &clients,
             summary,
             Attack::Silent { plc, silence },
         )

@@ -192,6 +192,20 @@ impl Layout {
         }
     }
 
+    /// Every address of the plant's own hosts (not the incidents' outsiders).
+    pub fn hosts(&self) -> Vec<IpAddr> {
+        let mut hosts = vec![
+            self.infra,
+            self.log_server,
+            self.hmi,
+            self.historian,
+            self.ews,
+        ];
+        hosts.extend(&self.switches);
+        hosts.extend(self.plcs.iter().map(|p| p.ip));
+        hosts
+    }
+
     /// Hostname of an address of the plant, as its syslog messages name it.
     pub fn hostname(&self, ip: IpAddr) -> String {
         if ip == self.hmi {
