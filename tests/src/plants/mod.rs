@@ -180,8 +180,10 @@ pub fn generate(spec: &PlantSpec) -> Plant {
     events.extend(syslog_flows);
     // The captures begin and end at the frame's edges: what jitter pushed past them is lost.
     events.retain(|e| (frame.learn_start..frame.end).contains(&e.ts().as_micros()));
-    // Stable, as the collector's sort: equal timestamps keep generation order.
-    events.sort_by_key(|e| e.ts());
+    // Stable, as the collector's sort: equal timestamps keep generation order. The cached key
+    // sorts (time, index) pairs and then moves each event into place once, rather than moving
+    // the large events at every merge (the most of a plant's generation time otherwise).
+    events.sort_by_cached_key(|e| e.ts());
     let split = events.partition_point(|e| e.ts().as_micros() < frame.detect_start);
     let detection = events.split_off(split);
     Plant {
