@@ -166,8 +166,8 @@ pub(crate) fn round_score(s: f64) -> f64 {
 }
 
 /// Evidence lists that a repeat adds to instead of being dropped: a process deviation grows
-/// with the registers involved.
-const MERGED_LISTS: [&str; 1] = ["registers"];
+/// with the registers involved, a new host's alert with the devices it reached.
+pub const MERGED_LISTS: [&str; 2] = ["registers", "targets"];
 /// Entries kept in a merged list.
 const MAX_MERGED: usize = 64;
 

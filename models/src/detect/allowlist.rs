@@ -381,6 +381,9 @@ impl AllowlistDetector {
             } else {
                 Severity::Medium
             };
+            let mut ev = ev;
+            let reached = if src_known { f.src_ip } else { f.dst_ip };
+            ev.insert("targets".into(), json!([reached.to_string()]));
             book.raise(Raise {
                 ts: f.ts,
                 detector: DetectorName::Allowlist,
@@ -463,6 +466,7 @@ impl AllowlistDetector {
         if !src_known || !dst_known {
             novelty.new_function = true;
             let host = if src_known { ev.dst_ip } else { ev.src_ip };
+            let reached = if src_known { ev.src_ip } else { ev.dst_ip };
             let severity = fsev.max(Severity::High);
             book.raise(Raise {
                 ts: ev.ts,
@@ -483,7 +487,11 @@ impl AllowlistDetector {
                     format!("{host}/{}", service_class(Transport::Tcp, ev.dst_port))
                 },
                 score: severity.base_score(),
-                evidence: base_ev(),
+                evidence: {
+                    let mut e = base_ev();
+                    e.insert("targets".into(), json!([reached.to_string()]));
+                    e
+                },
             });
             return novelty;
         }
