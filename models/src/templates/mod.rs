@@ -45,8 +45,10 @@
 
 mod miner;
 mod token;
+mod tuning;
 
 pub use miner::{
     Change, ConfigError, MinerConfig, MinerStats, Observation, TemplateId, TemplateMiner,
     TemplateView, WILDCARD,
 };
+pub use tuning::{DottedNames, Tuning};
