@@ -27,7 +27,7 @@
 //! (written down before looking at the scores, from what device syslog holds and the ten rarely
 //! show: parameters written as `key=value`, host names, user and service names as words):
 //! `key=value` values as variables, lower-case dotted names as variables, merging at 3 values,
-//! with 2 other constants, the first word kept.
+//! with 2 other constants, 4 for the first word.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
@@ -48,13 +48,13 @@ fn grid() -> Vec<Tuning> {
         for dotted_names in [DottedNames::Lowercase, DottedNames::Off, DottedNames::All] {
             for merge_values in [3, 4, 5, 6, 2] {
                 for merge_min_constants in [2, 1, 3, 4] {
-                    for keep_first in [true, false] {
+                    for first_merge_min_constants in [Some(4), None, Some(3), Some(6)] {
                         out.push(Tuning {
                             kv_values,
                             dotted_names,
                             merge_values,
                             merge_min_constants,
-                            keep_first,
+                            first_merge_min_constants,
                         });
                     }
                 }
@@ -64,7 +64,7 @@ fn grid() -> Vec<Tuning> {
                 dotted_names,
                 merge_values: 0,
                 merge_min_constants: 2,
-                keep_first: true,
+                first_merge_min_constants: None,
             });
         }
     }
@@ -73,12 +73,12 @@ fn grid() -> Vec<Tuning> {
 
 fn short(t: &Tuning) -> String {
     format!(
-        "kv={} dotted={:?} merge={} min_const={} keep_first={}",
+        "kv={} dotted={:?} merge={} min_const={} first_min_const={:?}",
         u8::from(t.kv_values),
         t.dotted_names,
         t.merge_values,
         t.merge_min_constants,
-        u8::from(t.keep_first)
+        t.first_merge_min_constants
     )
 }
 

@@ -361,7 +361,9 @@ impl TemplateMiner {
             }
             None => {
                 let new = self.create(&items, tail, line, n);
+                // Merging first: it may free the room eviction would otherwise make.
                 let id = self.merge_siblings(new);
+                self.enforce_bounds(id);
                 (
                     id,
                     if id == new {
@@ -496,12 +498,6 @@ impl TemplateMiner {
             last_line: line,
         };
         let size = cluster_bytes(&cluster);
-        while !self.clusters.is_empty()
-            && (self.clusters.len() >= self.config.max_templates
-                || self.memory_bytes().saturating_add(size) > self.config.max_bytes)
-        {
-            self.evict_one();
-        }
         let id = TemplateId(self.next_id);
         self.next_id += 1;
         self.clusters.insert(id, cluster);
@@ -517,10 +513,25 @@ impl TemplateMiner {
         id
     }
 
-    fn evict_one(&mut self) {
+    /// Evicts least-used templates, never `keep` (the one just used), while the table is over
+    /// `max_templates` or `max_bytes`.
+    fn enforce_bounds(&mut self, keep: TemplateId) {
+        while self.clusters.len() > 1
+            && (self.clusters.len() > self.config.max_templates
+                || self.memory_bytes() > self.config.max_bytes)
+        {
+            if !self.evict_one(keep) {
+                break;
+            }
+        }
+    }
+
+    /// Evicts the least-used template other than `keep`; whether there was one.
+    fn evict_one(&mut self, keep: TemplateId) -> bool {
         let victim = self
             .clusters
             .iter()
+            .filter(|(id, _)| **id != keep)
             .min_by_key(|(id, c)| (c.count, c.last_line, **id))
             .map(|(id, c)| (*id, c.slots.len(), first_key_slots(&c.slots).to_owned()));
         if let Some((id, n, key)) = victim {
@@ -530,7 +541,9 @@ impl TemplateMiner {
             self.unindex(id, n, &key);
             self.aliases.retain(|_, to| *to != id);
             self.stats.templates_evicted_total += 1;
+            return true;
         }
+        false
     }
 
     fn unindex(&mut self, id: TemplateId, n: usize, key: &str) {
@@ -552,7 +565,7 @@ impl TemplateMiner {
     /// Returns the id the message of `new` now counts under.
     ///
     /// Runs only when a template is created; the work is one pass over the templates of the
-    /// same length (and first constant, with `keep_first`), like a match.
+    /// same length (and first constant, unless the first position may merge), like a match.
     fn merge_siblings(&mut self, new: TemplateId) -> TemplateId {
         let tuning = self.tuning;
         if tuning.merge_values < 2 {
@@ -565,7 +578,7 @@ impl TemplateMiner {
         let Some(by_first) = self.buckets.get(&n) else {
             return new;
         };
-        let candidates: Vec<TemplateId> = if tuning.keep_first {
+        let candidates: Vec<TemplateId> = if tuning.first_merge_min_constants.is_none() {
             by_first
                 .get(first_key_slots(&c.slots))
                 .cloned()
@@ -703,10 +716,12 @@ fn single_difference(a: &[Slot], b: &[Slot], tuning: &Tuning) -> Option<usize> {
         }
     }
     let p = diff?;
-    if tuning.keep_first && p == 0 {
-        return None;
-    }
-    (constants >= tuning.merge_min_constants).then_some(p)
+    let needed = if p == 0 {
+        tuning.first_merge_min_constants?
+    } else {
+        tuning.merge_min_constants
+    };
+    (constants >= needed).then_some(p)
 }
 
 /// Whether `items` fits `c`, and if so how many variables `c` has. A constant must be matched by
@@ -767,6 +782,8 @@ fn view(id: TemplateId, c: &Cluster) -> TemplateView {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn miner() -> TemplateMiner {
@@ -888,7 +905,146 @@ mod tests {
         assert_eq!(err.problems.len(), 3);
     }
 
+    #[test]
+    fn word_parameters_merge_once_three_values_are_seen() {
+        let mut m = miner();
+        let a = m.add("Invalid user admin from 10.0.0.1");
+        let b = m.add("Invalid user oracle from 10.0.0.2");
+        assert_ne!(a.id, b.id, "two values may be two events");
+        let c = m.add("Invalid user guest from 10.0.0.3");
+        assert_eq!(c.id, a.id, "the oldest id survives");
+        assert_eq!(c.change, Change::Generalized);
+        assert_eq!(c.template, "Invalid user <*> from <*>");
+        // Earlier ids resolve to the survivor; later values match it directly.
+        assert_eq!(m.resolve(b.id), Some(a.id));
+        assert_eq!(m.template(b.id).unwrap().id, a.id);
+        assert_eq!(m.template(a.id).unwrap().count, 3);
+        let d = m.add("Invalid user support from 10.0.0.4");
+        assert_eq!((d.id, d.change), (a.id, Change::Unchanged));
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.stats().templates_merged_total, 2);
+    }
+
+    #[test]
+    fn short_messages_and_first_words_keep_their_words() {
+        // One other constant is not enough context to call a word a parameter.
+        let (_, obs) = mine(&["boot (command 1)", "wait (command 2)", "halt (command 3)"]);
+        let ids: BTreeSet<u64> = obs.iter().map(|o| o.id.0).collect();
+        assert_eq!(ids.len(), 3);
+        let (_, obs) = mine(&[
+            "cupsd startup succeeded",
+            "syslogd startup succeeded",
+            "klogd startup succeeded",
+        ]);
+        let ids: BTreeSet<u64> = obs.iter().map(|o| o.id.0).collect();
+        assert_eq!(ids.len(), 3);
+        // A first word with a long constant context is a parameter.
+        let (m, obs) = mine(&[
+            "com.apple.Safari.Update: told me to run this job; however, not yet",
+            "com.apple.CacheDelete: told me to run this job; however, not yet",
+            "com.apple.Spotlight: told me to run this job; however, not yet",
+        ]);
+        assert_eq!(obs[2].id, obs[0].id);
+        assert_eq!(
+            m.template(obs[1].id).unwrap().template,
+            "<*>: told me to run this job; however, not yet"
+        );
+        // ... and later ones find it although their first word is new.
+        let mut m = m;
+        let o = m.add("com.apple.Mail: told me to run this job; however, not yet");
+        assert_eq!((o.id, o.change), (obs[0].id, Change::Unchanged));
+    }
+
+    #[test]
+    fn merged_ids_are_bounded_and_counted() {
+        let config = MinerConfig {
+            max_templates: 3,
+            ..MinerConfig::default()
+        };
+        let mut m = TemplateMiner::new(config).unwrap();
+        for family in ["opened", "closed"] {
+            for user in ["ann", "bob", "eve"] {
+                m.add(&format!("session {family} for {user} on console"));
+            }
+        }
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.stats().templates_merged_total, 4);
+        assert_eq!(m.aliases.len(), 3);
+        assert!(m.stats().aliases_dropped_total > 0);
+        assert_eq!(m.memory_bytes(), recount(&m));
+    }
+
+    /// The byte estimate as recomputed from scratch (what a reload computes).
+    fn recount(m: &TemplateMiner) -> usize {
+        m.clusters.values().map(cluster_bytes).sum::<usize>() + m.aliases.len() * ALIAS_BYTES
+    }
+
+    #[test]
+    fn byte_budget_evicts_and_is_kept_exactly() {
+        let config = MinerConfig {
+            max_bytes: MIN_MAX_BYTES,
+            ..MinerConfig::default()
+        };
+        let mut m = TemplateMiner::new(config).unwrap();
+        for i in 0..2000u32 {
+            // Distinct constant words (no digits): a new template each time.
+            let w: String = i
+                .to_string()
+                .bytes()
+                .map(|b| char::from(b'a' + (b - b'0')))
+                .collect();
+            m.add(&format!("{w} {w} {w} {w} {w} {w} {w} {w}"));
+            assert!(m.memory_bytes() <= MIN_MAX_BYTES);
+        }
+        assert!(m.stats().templates_evicted_total > 0);
+        assert_eq!(m.memory_bytes(), recount(&m));
+        let json = serde_json::to_string(&m).unwrap();
+        let back: TemplateMiner = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.memory_bytes(), m.memory_bytes());
+    }
+
+    #[test]
+    fn hostile_lines_are_bounded() {
+        let mut m = miner();
+        let long_word = "A".repeat(1 << 20);
+        let many_tokens = "x ".repeat(200_000);
+        let junk: String = (0u32..50_000)
+            .map(|i| {
+                char::from_u32(i.wrapping_mul(2_654_435_761) % 0x11_0000).unwrap_or('\u{fffd}')
+            })
+            .collect();
+        let unclosed = format!("k=\"{}", "v ".repeat(10_000));
+        for line in [&long_word, &many_tokens, &junk, &unclosed] {
+            let o = m.add(line);
+            let t = m.template(o.id).unwrap();
+            // A template never stores more than its bounded positions.
+            assert!(
+                t.template.len() <= 256 * (MAX_SEP_BYTES + MAX_SHAPE_BYTES + 64),
+                "{}",
+                t.template.len()
+            );
+        }
+        assert!(m.stats().lines_truncated_total >= 2);
+        assert!(m.memory_bytes() <= MinerConfig::default().max_bytes);
+    }
+
+    #[test]
+    fn state_saved_before_merging_existed_loads() {
+        let old = r#"{"config":{"max_templates":5,"max_tokens":8},"next_id":2,
+            "clusters":{"1":{"slots":[{"sep":"","text":"a","shape":"<*>"},
+            {"sep":" ","text":null,"shape":"<*>"}],"tail":"","count":1,"first_line":0,
+            "last_line":0}},"buckets":{"2":{"a":[1]}},"stats":{"lines_total":1,
+            "templates_created_total":1,"templates_evicted_total":0,"lines_truncated_total":0}}"#;
+        let mut m: TemplateMiner = serde_json::from_str(old).unwrap();
+        assert_eq!(m.tuning(), &Tuning::default());
+        assert_eq!(m.add("a 7").id, TemplateId(1));
+        assert_eq!(m.memory_bytes(), recount(&m));
+    }
+
     const SAMPLE: &[&str] = &[
+        "Invalid user admin from 10.0.0.1",
+        "Invalid user oracle from 10.0.0.2",
+        "Invalid user guest from 10.0.0.3",
         "Accepted socket connection from /10.10.34.11:52012",
         "Client attempting to renew session 0x14ed93111f20005 at /10.10.34.11:52014",
         "Accepted socket connection from /10.10.34.12:40000",

@@ -416,4 +416,82 @@ mod tests {
         assert!(t.tokens.is_empty());
         assert_eq!(t.tail, " :: ");
     }
+
+    #[test]
+    fn key_value_values_are_variables_whatever_their_shape() {
+        assert_eq!(
+            vars("rhost=host user=root tty=ssh"),
+            vec![
+                ("rhost", false),
+                ("host", true),
+                ("user", false),
+                ("root", true),
+                ("tty", false),
+                ("ssh", true)
+            ]
+        );
+        // A quoted value is one variable, spaces and all; an empty value takes nothing after it.
+        assert_eq!(
+            vars("tag=\"View Lock\", logname= uid=0"),
+            vec![
+                ("tag", false),
+                ("View", true),
+                ("Lock", true),
+                ("logname", false),
+                ("uid", false),
+                ("0", true)
+            ]
+        );
+        let off = Tuning {
+            kv_values: false,
+            ..Tuning::default()
+        };
+        let t = tokenize("user=root", &off, usize::MAX);
+        assert!(t.tokens.iter().all(|t| !t.var));
+    }
+
+    #[test]
+    fn host_like_dotted_names_are_variables() {
+        let t = Tuning::default();
+        assert!(looks_variable("ns.example.com", &t));
+        assert!(looks_variable("com.android.phone", &t));
+        // Mixed case names code or an event; two labels or a sentence's dot are words.
+        assert!(!looks_variable("android.intent.action.SCREEN_ON", &t));
+        assert!(!looks_variable("org.apache.hadoop.MRAppMaster", &t));
+        assert!(!looks_variable("autopurge.interval", &t));
+        assert!(!looks_variable("done.", &t));
+        assert!(!looks_variable("a..b.c", &t));
+        let all = Tuning {
+            dotted_names: DottedNames::All,
+            ..t
+        };
+        assert!(looks_variable("org.apache.hadoop.MRAppMaster", &all));
+        let off = Tuning {
+            dotted_names: DottedNames::Off,
+            ..t
+        };
+        assert!(!looks_variable("ns.example.com", &off));
+    }
+
+    #[test]
+    fn windows_paths_and_long_words_are_variables() {
+        let t = Tuning::default();
+        assert!(looks_variable("\\Windows\\servicing\\sqm", &t));
+        assert!(looks_variable(&"x".repeat(MAX_CONSTANT_BYTES + 1), &t));
+        assert!(!looks_variable(&"x".repeat(MAX_CONSTANT_BYTES), &t));
+    }
+
+    #[test]
+    fn token_limit_cuts_and_keeps_the_rest_as_tail() {
+        let t = tokenize("a b c d e", &Tuning::default(), 2);
+        let texts: Vec<_> = t.tokens.iter().map(|t| t.text).collect();
+        assert_eq!(texts, vec!["a", "b"]);
+        assert_eq!(t.tail, " c d e");
+        assert!(t.cut);
+        let t = tokenize("a b", &Tuning::default(), 2);
+        assert!(!t.cut);
+        let t = tokenize("a b c", &Tuning::default(), 2);
+        assert!(t.cut);
+        assert_eq!(t.tail, " c");
+    }
 }

@@ -23,9 +23,11 @@ pub struct Tuning {
     /// Merging needs at least this many constant tokens besides the merged position, so short
     /// messages made of a verb and a value (`boot (command 3)`, `running`) keep their words.
     pub merge_min_constants: usize,
-    /// The first token, when it is a constant, is never merged: as in Drain's first tree level,
-    /// it usually names the event.
-    pub keep_first: bool,
+    /// Merging at the first position needs this many constants elsewhere (`None`: never). The
+    /// first word usually names the event (Drain's first tree level), so it takes more context
+    /// to call it a parameter (`<name>: scheduler told me to run this job ...`) than it takes
+    /// elsewhere.
+    pub first_merge_min_constants: Option<usize>,
 }
 
 impl Default for Tuning {
@@ -35,7 +37,7 @@ impl Default for Tuning {
             dotted_names: DottedNames::Lowercase,
             merge_values: 3,
             merge_min_constants: 2,
-            keep_first: true,
+            first_merge_min_constants: Some(4),
         }
     }
 }
@@ -48,7 +50,7 @@ impl Tuning {
             dotted_names: DottedNames::Off,
             merge_values: 0,
             merge_min_constants: 2,
-            keep_first: true,
+            first_merge_min_constants: None,
         }
     }
 }
