@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// How the miner tells variables from constants. The default is the setting chosen by
-/// cross-validation over the public Loghub sources (`models/tests/loghub_cv.rs`: chosen on some
+/// cross-validation over the public Loghub sources (`models/tests/miner_cv.rs`: chosen on some
 /// sources, scored on the others); it is meant for every source as it is, never to be fitted to
 /// one. Kept apart from [`super::MinerConfig`] (the memory bounds an operator sets) for that
 /// reason; the evaluation sets it with [`super::TemplateMiner::with_tuning`].
