@@ -242,31 +242,31 @@ pub(crate) fn looks_variable(text: &str, tuning: &Tuning) -> bool {
     if dotted {
         return true;
     }
-    matches!(
-        text.to_ascii_lowercase().as_str(),
-        "true" | "false" | "null"
-    ) || matches!(
-        text,
-        "Mon"
-            | "Tue"
-            | "Wed"
-            | "Thu"
-            | "Fri"
-            | "Sat"
-            | "Sun"
-            | "Jan"
-            | "Feb"
-            | "Mar"
-            | "Apr"
-            | "May"
-            | "Jun"
-            | "Jul"
-            | "Aug"
-            | "Sep"
-            | "Oct"
-            | "Nov"
-            | "Dec"
-    )
+    ["true", "false", "null"]
+        .iter()
+        .any(|w| text.eq_ignore_ascii_case(w))
+        || matches!(
+            text,
+            "Mon"
+                | "Tue"
+                | "Wed"
+                | "Thu"
+                | "Fri"
+                | "Sat"
+                | "Sun"
+                | "Jan"
+                | "Feb"
+                | "Mar"
+                | "Apr"
+                | "May"
+                | "Jun"
+                | "Jul"
+                | "Aug"
+                | "Sep"
+                | "Oct"
+                | "Nov"
+                | "Dec"
+        )
 }
 
 /// File paths (Unix or Windows), URLs and `package/.Class` component names.
