@@ -1,28 +1,35 @@
 //! Accuracy of the template miner on the public Loghub-2k datasets (`shared/corpus/loghub`,
 //! `corrected/` ground truth of Khan et al., ICSE 2022), beside the published Drain numbers.
 //!
-//! Every dataset is mined with the same default configuration, line by line in file order.
+//! Every dataset is mined with the same default configuration, line by line in file order; each
+//! line's id is resolved at the end (templates merged later count under the survivor). How the
+//! default tuning was chosen without fitting it to these ten: `miner_cv.rs`.
 //! GA (grouping accuracy): a line is correct iff the set of lines sharing its final template
 //! equals the set of lines sharing its ground-truth template. PA (parsing accuracy): a line is
 //! correct iff the final template text of its cluster equals its ground-truth template text, both
 //! normalised the same way (whitespace runs collapsed, then the Loghub-2.0 folding of consecutive
 //! variables: `<*><*>`, `<*>.<*>`, `<*>:<*>`, `#<*>#` become `<*>`).
 //!
-//! Skips (with a message) when the corpus is absent. `MAMORI_LOGHUB_DEBUG=<dataset>` prints the
+//! Throughput is measured by the benchmark (`cargo bench -p mamori-models --bench templates`),
+//! not here. Skips (with a message) when the corpus is absent, fails then under
+//! `MAMORI_REQUIRE_CORPUS=1`. `MAMORI_LOGHUB_DEBUG=<dataset>` prints the
 //! wrongly grouped ground-truth templates of one dataset.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Instant;
 
 use common::{load, parse_csv, score};
-use mamori_models::templates::{MinerConfig, TemplateMiner, Tuning};
+use mamori_models::templates::Tuning;
 
 /// Regression floor for the average GA over the ten datasets (measured value minus a margin).
-/// Measured 0.983 on 2026-11-26.
-const MIN_AVERAGE_GA: f64 = 0.975;
+/// Measured 0.983 on 2026-11-26 (shape rules only), 0.987 with the cross-validated tuning.
+const MIN_AVERAGE_GA: f64 = 0.98;
+/// Floor for every dataset's GA: issue 12 asks that each public source keep 0.95, and the worst
+/// source is the target, not the average (HPC measured 0.951: the truth splits
+/// `via interface ee0` / `alt0` / `scip0`, which the miner reads as one word parameter).
+const MIN_SOURCE_GA: f64 = 0.95;
 
 /// Published Drain results (shared/corpus/loghub/PUBLISHED.md): GA of Zhu et al. ICSE 2019
 /// (original templates, per-dataset tuned settings) and GA / PA of Jiang et al. ISSTA 2024
@@ -58,7 +65,7 @@ fn loghub_2k_grouping_and_parsing_accuracy() {
         "dataset", "GA", "PA", "tmpl", "truth", "shapeGA", "Drain GA19", "Drain GA24", "Drain PA24"
     );
     let (mut sum_ga, mut sum_pa, mut sum_d19) = (0.0, 0.0, 0.0);
-    let mut all_lines = Vec::new();
+    let mut worst = (f64::INFINITY, "");
     for (ds, d19, d24) in PUBLISHED_DRAIN {
         let lines = load(&dir, ds);
         assert_eq!(lines.len(), 2000, "{ds}");
@@ -77,9 +84,11 @@ fn loghub_2k_grouping_and_parsing_accuracy() {
             shapes.ga
         );
         sum_ga += s.ga;
+        if s.ga < worst.0 {
+            worst = (s.ga, ds);
+        }
         sum_pa += s.pa;
         sum_d19 += d19;
-        all_lines.extend(lines.into_iter().map(|l| l.content));
     }
     let k = PUBLISHED_DRAIN.len() as f64;
     let (avg_ga, avg_pa) = (sum_ga / k, sum_pa / k);
@@ -90,22 +99,14 @@ fn loghub_2k_grouping_and_parsing_accuracy() {
         sum_d19 / k
     );
 
-    // Throughput over the ten datasets concatenated (meaningful with `--release`).
-    let mut miner = TemplateMiner::new(MinerConfig::default()).unwrap();
-    let start = Instant::now();
-    for l in &all_lines {
-        std::hint::black_box(miner.add(l));
-    }
-    let secs = start.elapsed().as_secs_f64();
-    println!(
-        "throughput: {} lines in {secs:.3} s = {:.0} lines/s ({} templates)",
-        all_lines.len(),
-        all_lines.len() as f64 / secs,
-        miner.len()
-    );
-
     assert!(
         avg_ga >= MIN_AVERAGE_GA,
         "average GA {avg_ga:.4} < floor {MIN_AVERAGE_GA}"
+    );
+    assert!(
+        worst.0 >= MIN_SOURCE_GA,
+        "{} GA {:.4} < floor {MIN_SOURCE_GA}",
+        worst.1,
+        worst.0
     );
 }
