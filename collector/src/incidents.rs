@@ -10,6 +10,8 @@
 //! actors unless they do something new, so a set-point alarm on one PLC and a silent PLC
 //! elsewhere stay two incidents even though the HMI talks to both.
 //!
+//! Observations (alerts of severity info) are stored but never filed: they open nothing.
+//!
 //! Severity is the highest alert severity, moved by the criticality the operator gave the
 //! device: one step up for a critical device, one step up from medium for a high one, one
 //! step down (not below low) for a low one.
@@ -167,6 +169,11 @@ pub fn file(
     upsert: AlertUpsert,
     alert: &Alert,
 ) -> Result<Option<Change>, StoreError> {
+    // An observation (info: a benign-looking novelty) is stored and shown, never paging and
+    // never opening or growing an incident (docs/detection.md).
+    if alert.severity == Severity::Info {
+        return Ok(None);
+    }
     let Filing {
         site,
         exercise,
@@ -257,6 +264,7 @@ pub fn file(
                 resolved_by: None,
                 alert_count: 0,
                 detectors: BTreeSet::new(),
+                techniques: BTreeSet::new(),
                 assets: BTreeSet::new(),
                 actors: BTreeSet::new(),
                 exercise,
@@ -282,6 +290,7 @@ pub fn file(
     inc.first_seen = inc.first_seen.min(alert.ts);
     inc.last_seen = inc.last_seen.max(alert.last_ts);
     inc.detectors.insert(alert.detector.as_str().to_owned());
+    inc.techniques.extend(alert.attack.iter().cloned());
     inc.assets.extend(addresses(alert));
     inc.actors.extend(a);
     if !opened {
@@ -434,6 +443,7 @@ mod tests {
             subject: format!("{src}>{dst}"),
             score: 0.5,
             evidence: Default::default(),
+            attack: Vec::new(),
         }
     }
 
@@ -579,7 +589,7 @@ mod tests {
         let mut drift = alert(
             0,
             DetectorName::ProcessValue,
-            "value_out_of_envelope",
+            "process_deviation",
             "10.0.0.10",
             "10.0.0.21",
         );
@@ -589,7 +599,7 @@ mod tests {
         drift.last_ts = drift.last_ts.saturating_add_micros(7_200_000_000);
         let grown = file_all(&mut store, &[drift]);
         assert_eq!(grown[0].incident.id, first[0].incident.id);
-        assert_eq!(grown[0].incident.kind, "value_out_of_envelope");
+        assert_eq!(grown[0].incident.kind, "process_deviation");
         // A new finding on the same PLC two hours later is a new incident.
         let later = file_all(
             &mut store,

@@ -117,6 +117,22 @@ pub struct Alert {
     /// 0–1, higher is more suspicious.
     pub score: f64,
     pub evidence: Evidence,
+    /// The MITRE ATT&CK for ICS techniques the finding points at (ids, e.g. `T0855`; names in
+    /// [`super::attack::CATALOGUE`]), from its detector, kind and evidence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attack: Vec<String>,
+}
+
+impl Alert {
+    /// Sets [`Alert::attack`] from the detector, kind and evidence (for alerts made outside the
+    /// detectors' book, which does it itself).
+    pub fn with_attack(mut self) -> Alert {
+        self.attack = super::attack::techniques_for(self.detector, &self.kind, &self.evidence)
+            .iter()
+            .map(|t| (*t).to_owned())
+            .collect();
+        self
+    }
 }
 
 /// An alert being raised by a detector, before aggregation.
@@ -146,6 +162,30 @@ pub(crate) fn round_score(s: f64) -> f64 {
         (s.clamp(0.0, 1.0) * 1000.0).round() / 1000.0
     } else {
         1.0
+    }
+}
+
+/// Evidence lists that a repeat adds to instead of being dropped: a process deviation grows
+/// with the registers involved.
+const MERGED_LISTS: [&str; 1] = ["registers"];
+/// Entries kept in a merged list.
+const MAX_MERGED: usize = 64;
+
+fn merge_lists(into: &mut Evidence, from: &Evidence) {
+    for key in MERGED_LISTS {
+        let (Some(serde_json::Value::Array(new)), Some(serde_json::Value::Array(have))) =
+            (from.get(key), into.get_mut(key))
+        else {
+            continue;
+        };
+        for v in new {
+            if have.len() >= MAX_MERGED {
+                break;
+            }
+            if !have.contains(v) {
+                have.push(v.clone());
+            }
+        }
     }
 }
 
@@ -194,6 +234,7 @@ impl AlertBook {
                 a.summary = r.summary;
             }
             a.score = a.score.max(round_score(r.score));
+            merge_lists(&mut a.evidence, &r.evidence);
             self.changed.insert(id);
             return;
         }
@@ -206,6 +247,10 @@ impl AlertBook {
         let (kind, subject) = key;
         self.open.insert((kind, subject.clone()), id);
         self.changed.insert(id);
+        let attack = super::attack::techniques_for(r.detector, kind, &r.evidence)
+            .iter()
+            .map(|t| (*t).to_owned())
+            .collect();
         self.alerts.insert(
             id,
             Alert {
@@ -222,6 +267,7 @@ impl AlertBook {
                 subject,
                 score: round_score(r.score),
                 evidence: r.evidence,
+                attack,
             },
         );
     }
