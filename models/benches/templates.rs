@@ -10,42 +10,29 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mamori_models::templates::{MinerConfig, TemplateMiner};
 
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/loghub");
-const SOURCES: [&str; 10] = [
-    "Android",
-    "BGL",
-    "HDFS",
-    "HPC",
-    "Hadoop",
-    "HealthApp",
-    "Proxifier",
-    "Spark",
-    "Thunderbird",
-    "Zookeeper",
-];
+// The evaluations' loader, so the bench reads the corpus exactly as they do.
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-/// The `Content` column of each source's structured file (last-but-two column; the fields are
-/// read with a small CSV reader since contents hold commas and quotes).
+/// The `Content` column of each source, or generated lines when the corpus is absent.
 fn sources() -> Vec<Vec<String>> {
+    let dir = std::path::Path::new(common::CORPUS);
     let mut out = Vec::new();
-    for ds in SOURCES {
-        let path = format!("{CORPUS}/{ds}/corrected/{ds}_2k.log_structured_corrected.csv");
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        let rows = csv(&text);
-        let Some(col) = rows[0].iter().position(|h| h == "Content") else {
-            continue;
-        };
-        out.push(
-            rows[1..]
-                .iter()
-                .filter_map(|r| r.get(col).cloned())
-                .collect(),
-        );
+    if dir.join("MANIFEST.md").exists() {
+        for ds in common::SOURCES {
+            out.push(
+                common::load(dir, ds)
+                    .into_iter()
+                    .map(|l| l.content)
+                    .collect(),
+            );
+        }
     }
     if out.is_empty() {
-        println!("Loghub corpus not found at {CORPUS}: generated lines instead");
+        println!(
+            "Loghub corpus not found at {}: generated lines instead",
+            common::CORPUS
+        );
         out.push(
             (0..20_000u32)
                 .map(|i| match i % 4 {
@@ -66,34 +53,6 @@ fn sources() -> Vec<Vec<String>> {
         );
     }
     out
-}
-
-fn csv(text: &str) -> Vec<Vec<String>> {
-    let (mut rows, mut row, mut field, mut quoted) = (Vec::new(), Vec::new(), String::new(), false);
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            (true, '"') => quoted = false,
-            (true, c) => field.push(c),
-            (false, '"') => quoted = true,
-            (false, ',') => row.push(std::mem::take(&mut field)),
-            (false, '\r') => {}
-            (false, '\n') => {
-                row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
-            }
-            (false, c) => field.push(c),
-        }
-    }
-    if !field.is_empty() || !row.is_empty() {
-        row.push(field);
-        rows.push(row);
-    }
-    rows
 }
 
 fn bench(c: &mut Criterion) {
