@@ -378,7 +378,7 @@ impl ModbusSession {
     }
 
     /// Takes one ADU into the transaction queue; true when it is a response that answered
-    /// an outstanding request.
+    /// an outstanding request from the same unit (a server echoes the unit it was asked for).
     fn on_adu(
         &mut self,
         dir: Direction,
@@ -442,7 +442,7 @@ impl ModbusSession {
                             txn.flag(a);
                         }
                         attach_response(txn, decoded, ts, adu);
-                        true
+                        txn.unit == unit
                     }
                     None => {
                         let mut txn = Transaction {
@@ -802,12 +802,21 @@ mod tests {
         s.on_data(Req, t, &adu(2, 1, &[3, 0, 0, 0, 1]), &mut c, &mut out);
         assert_eq!(s.verdict(), Verdict::Modbus);
 
-        let mut s = session();
-        s.on_data(Req, t, &adu(7, 1, &[3, 0, 0, 0, 1]), &mut c, &mut out);
-        s.on_data(Resp, t, &adu(8, 1, &[3, 2, 0, 0]), &mut c, &mut out);
-        assert_eq!(s.verdict(), Verdict::Undecided, "a response to another id");
-        s.on_data(Resp, t, &adu(7, 1, &[3, 2, 0, 0]), &mut c, &mut out);
-        assert_eq!(s.verdict(), Verdict::Modbus);
+        let pair = |response_tid: u16, response_unit: u8| {
+            let mut s = session();
+            let (mut c, mut out) = (SessionCounters::default(), Vec::new());
+            s.on_data(Req, t, &adu(7, 1, &[3, 0, 0, 0, 1]), &mut c, &mut out);
+            let answer = adu(response_tid, response_unit, &[3, 2, 0, 0]);
+            s.on_data(Resp, t, &answer, &mut c, &mut out);
+            s.verdict()
+        };
+        assert_eq!(pair(7, 1), Verdict::Modbus);
+        assert_eq!(pair(8, 1), Verdict::Undecided, "a response to another id");
+        assert_eq!(
+            pair(7, 2),
+            Verdict::Undecided,
+            "a response from another unit"
+        );
     }
 
     #[test]
