@@ -59,6 +59,13 @@ pub struct CaptureSection {
     pub ring_bytes: usize,
     /// Frames queued between the capture threads and the pipeline (drops counted beyond).
     pub queue_frames: usize,
+    /// Capture files (pcap, pcapng) read once at start through the same pipeline and shipped
+    /// like live traffic, before live capture begins: a site whose mirror port is recorded by
+    /// another tool, or a drill that replays a known capture into a deployment.
+    pub replay_files: Vec<std::path::PathBuf>,
+    /// Replay `replay_files` at their recorded pace divided by this (2.0: twice as fast).
+    /// Absent: as fast as the pipeline and the spool take them.
+    pub replay_speed: Option<f64>,
 }
 
 impl Default for CaptureSection {
@@ -71,6 +78,8 @@ impl Default for CaptureSection {
             snap_len_bytes: d.snap_len,
             ring_bytes: d.ring_bytes,
             queue_frames: d.queue_frames,
+            replay_files: Vec::new(),
+            replay_speed: None,
         }
     }
 }
@@ -241,6 +250,22 @@ impl AgentConfig {
         if c.queue_frames == 0 || c.queue_frames > 1_000_000 {
             bad("capture.queue_frames", "must be between 1 and 1000000");
         }
+        for (n, f) in c.replay_files.iter().enumerate() {
+            if let Err(e) = std::fs::File::open(f) {
+                bad(
+                    &format!("capture.replay_files[{n}]"),
+                    &format!("{}: {e}", f.display()),
+                );
+            }
+        }
+        if c.replay_speed
+            .is_some_and(|s| !(s.is_finite() && s > 0.0 && s <= 1e6))
+        {
+            bad(
+                "capture.replay_speed",
+                "must be a number above 0 (1.0 is the recorded pace) and at most 1000000",
+            );
+        }
         let d = &self.decode;
         if d.modbus_ports.contains(&0)
             || d.syslog_udp_ports.contains(&0)
@@ -287,10 +312,10 @@ impl AgentConfig {
         if d.max_pending_requests == 0 || d.max_pending_requests > 65_536 {
             bad("decode.max_pending_requests", "must be between 1 and 65536");
         }
-        if c.interfaces.is_empty() && self.syslog_receivers.is_none() {
+        if c.interfaces.is_empty() && c.replay_files.is_empty() && self.syslog_receivers.is_none() {
             bad(
                 "capture.interfaces",
-                "nothing to do: give an interface or a [syslog_receivers] section",
+                "nothing to do: give an interface, capture.replay_files or a [syslog_receivers] section",
             );
         }
         if self.shipper.is_none() && self.output.is_none() {

@@ -197,6 +197,22 @@ pub fn run(config: AgentConfig) -> Result<()> {
     {
         let out = Arc::clone(&outputs);
         let mut sink = move |e: Event| out.push_blocking(&e);
+        if !config.capture.replay_files.is_empty() {
+            let (files, errors) = crate::replay::replay_into(
+                &mut pipeline,
+                &config.capture.replay_files,
+                config.capture.replay_speed,
+                Some(&stop),
+                &mut sink,
+            );
+            publish(&pipeline);
+            tracing::info!(
+                files = files.len(),
+                packets = files.iter().map(|f| f.packets).sum::<u64>(),
+                unreadable = errors.len(),
+                "capture files replayed"
+            );
+        }
         match capture.as_mut() {
             Some(cap) => {
                 let mut last_publish = std::time::Instant::now();

@@ -51,12 +51,39 @@ pub fn replay_files_paced(
     sink: &mut dyn EventSink,
 ) -> ReplayReport {
     let mut pipeline = Pipeline::new(config);
+    let (files, errors) = replay_into(&mut pipeline, paths, speed, None, sink);
+    pipeline.finish(sink);
+    ReplayReport {
+        counters: pipeline.counters(),
+        files,
+        errors,
+    }
+}
+
+/// Feeds `paths` into a running `pipeline` (the daemon's, which goes on with live capture
+/// after), paced like [`replay_files_paced`]; stops between frames once `stop` is set. Ends no
+/// flow: the caller's pipeline does that. Returns what was read from each file and the files
+/// that could not be read to their end.
+pub fn replay_into(
+    pipeline: &mut Pipeline,
+    paths: &[PathBuf],
+    speed: Option<f64>,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+    sink: &mut dyn EventSink,
+) -> (Vec<FileSummary>, Vec<CaptureError>) {
     let mut errors = Vec::new();
     let mut files = Vec::with_capacity(paths.len());
     let mut clock: Option<(mamori_models::Timestamp, Instant)> = None;
     let speed = speed.filter(|s| s.is_finite() && *s > 0.0);
+    let stopped = || stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed));
     for path in paths {
+        if stopped() {
+            break;
+        }
         let (summary, result) = read_capture_file_with_summary(path, |pkt| {
+            if stopped() {
+                return;
+            }
             if let Some(speed) = speed {
                 let (first, started) = *clock.get_or_insert((pkt.ts, Instant::now()));
                 let offset_us = pkt.ts.as_micros().saturating_sub(first.as_micros()).max(0);
@@ -73,12 +100,7 @@ pub fn replay_files_paced(
             errors.push(e);
         }
     }
-    pipeline.finish(sink);
-    ReplayReport {
-        counters: pipeline.counters(),
-        files,
-        errors,
-    }
+    (files, errors)
 }
 
 /// Replays `paths` and collects the events (for tests and small captures).

@@ -130,6 +130,10 @@ pub struct Incident {
     pub alert_count: u64,
     /// The detectors that contributed (`allowlist`, `cycle`...), sorted.
     pub detectors: BTreeSet<String>,
+    /// The ATT&CK for ICS techniques its alerts point at (ids, sorted; names in
+    /// `mamori_models::detect::attack`).
+    #[serde(default)]
+    pub techniques: BTreeSet<String>,
     /// Every address its alerts name (source and destination devices), sorted.
     pub assets: BTreeSet<String>,
     /// The sources that acted: hosts behind novelty and protocol findings (a scanner, a

@@ -257,6 +257,7 @@ pub fn file(
                 resolved_by: None,
                 alert_count: 0,
                 detectors: BTreeSet::new(),
+                techniques: BTreeSet::new(),
                 assets: BTreeSet::new(),
                 actors: BTreeSet::new(),
                 exercise,
@@ -282,6 +283,7 @@ pub fn file(
     inc.first_seen = inc.first_seen.min(alert.ts);
     inc.last_seen = inc.last_seen.max(alert.last_ts);
     inc.detectors.insert(alert.detector.as_str().to_owned());
+    inc.techniques.extend(alert.attack.iter().cloned());
     inc.assets.extend(addresses(alert));
     inc.actors.extend(a);
     if !opened {
@@ -434,6 +436,7 @@ mod tests {
             subject: format!("{src}>{dst}"),
             score: 0.5,
             evidence: Default::default(),
+            attack: Vec::new(),
         }
     }
 

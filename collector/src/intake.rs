@@ -1317,21 +1317,25 @@ fn continuity_alert(
     if let Some(p) = previous {
         evidence.insert("previous_spool_id".to_owned(), serde_json::json!(p));
     }
-    vec![Alert {
-        ts,
-        last_ts: ts,
-        count: 1,
-        detector: DetectorName::Intake,
-        kind: kind.to_owned(),
-        severity: Severity::Medium,
-        summary,
-        src_ip: None,
-        dst_ip: None,
-        asset: None,
-        subject: h.agent.clone(),
-        score: 0.5,
-        evidence,
-    }]
+    vec![
+        Alert {
+            ts,
+            last_ts: ts,
+            count: 1,
+            detector: DetectorName::Intake,
+            kind: kind.to_owned(),
+            severity: Severity::Medium,
+            summary,
+            src_ip: None,
+            dst_ip: None,
+            asset: None,
+            subject: h.agent.clone(),
+            score: 0.5,
+            evidence,
+            attack: Vec::new(),
+        }
+        .with_attack(),
+    ]
 }
 
 /// Deletes raw events older than the retention, a step at a time, every `interval`.

@@ -255,7 +255,9 @@ impl Inventory {
             subject: device,
             score: 0.8,
             evidence,
-        })
+            attack: Vec::new(),
+        }
+        .with_attack())
     }
 }
 

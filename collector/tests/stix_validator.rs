@@ -64,6 +64,18 @@ fn alert(
     })
 }
 
+/// The ATT&CK techniques the collector would have stamped on each alert and the incident, so
+/// that the bundle carries its `attack-pattern` objects.
+fn with_techniques(mut d: IncidentDetail) -> IncidentDetail {
+    for sa in &mut d.alerts {
+        sa.alert = sa.alert.clone().with_attack();
+        d.incident
+            .techniques
+            .extend(sa.alert.attack.iter().cloned());
+    }
+    d
+}
+
 fn asset(ip: &str, roles: Value, criticality: &str) -> Value {
     json!({
         "site": "plant-north",
@@ -121,7 +133,7 @@ fn attack(id: i64, hmi: &str, plc: &str, rogue: &str, exercise: bool) -> Inciden
             asset(plc, json!(["modbus_server"]), "critical"),
         ],
     });
-    serde_json::from_value(v).unwrap()
+    with_techniques(serde_json::from_value(v).unwrap())
 }
 
 fn no_assets() -> IncidentDetail {
@@ -146,7 +158,7 @@ fn no_assets() -> IncidentDetail {
         ],
         "assets": [],
     });
-    serde_json::from_value(v).unwrap()
+    with_techniques(serde_json::from_value(v).unwrap())
 }
 
 /// The validator's command: a CLI on `PATH`, else the module through `python3`.
@@ -201,6 +213,13 @@ fn bundles_pass_the_oasis_validator() {
     let mut files: Vec<PathBuf> = Vec::new();
     for (name, detail) in &cases {
         let b = stix::bundle(detail, &producer, now);
+        let patterns = b["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["type"] == "attack-pattern")
+            .count();
+        assert_eq!(patterns, detail.incident.techniques.len(), "{name}");
         let path = dir.path().join(format!("{name}.json"));
         std::fs::write(&path, serde_json::to_vec_pretty(&b).unwrap()).unwrap();
         files.push(path);

@@ -29,6 +29,11 @@ pub const DEFAULT_QUEUE_MAX_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_CONNECTIONS: usize = 65_536;
 /// Bound on the per-source table.
 pub const MAX_TRACKED_SOURCES: usize = 1_000_000;
+/// Default `udp_receive_buffer_bytes`: a few seconds of a busy substation's syslog, or 64
+/// messages of the largest size.
+pub const DEFAULT_UDP_RECEIVE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// Bound on `udp_receive_buffer_bytes`.
+pub const MAX_UDP_RECEIVE_BUFFER_BYTES: usize = 256 * 1024 * 1024;
 /// A day: longer timeouts are a mistake, not a policy.
 pub const MAX_TIMEOUT_SECONDS: u64 = 86_400;
 
@@ -102,6 +107,12 @@ pub struct SyslogReceiverConfig {
     /// Sources (IP addresses) accounted and rate-limited one by one. When the table is full,
     /// further sources share one `other` entry (and one token bucket).
     pub max_tracked_sources: usize,
+    /// Receive buffer of the UDP socket (`SO_RCVBUF`), what absorbs a burst while the
+    /// listener catches up; beyond it the kernel drops datagrams (counted in
+    /// `mamori_agent_syslog_kernel_drops_total`). The kernel caps it at `net.core.rmem_max`
+    /// unless the agent starts with `CAP_NET_ADMIN` or as root; the size in effect is logged.
+    /// 0: the system's default.
+    pub udp_receive_buffer_bytes: usize,
 }
 
 impl Default for SyslogReceiverConfig {
@@ -125,6 +136,7 @@ impl Default for SyslogReceiverConfig {
             per_source_rate_limit_per_second: None,
             per_source_burst_messages: None,
             max_tracked_sources: 1024,
+            udp_receive_buffer_bytes: DEFAULT_UDP_RECEIVE_BUFFER_BYTES,
         }
     }
 }
@@ -240,6 +252,12 @@ impl SyslogReceiverConfig {
                 self.max_tracked_sources
             ));
         }
+        if self.udp_receive_buffer_bytes > MAX_UDP_RECEIVE_BUFFER_BYTES {
+            err(format!(
+                "udp_receive_buffer_bytes must be at most {MAX_UDP_RECEIVE_BUFFER_BYTES} (0: the system's default), not {}",
+                self.udp_receive_buffer_bytes
+            ));
+        }
 
         if errors.is_empty() {
             Ok(())
@@ -286,6 +304,7 @@ mod tests {
             evict_idle_after_seconds: 0,
             per_source_burst_messages: Some(5),
             max_tracked_sources: 0,
+            udp_receive_buffer_bytes: usize::MAX,
             ..SyslogReceiverConfig::default()
         };
         let errors = c.validate().unwrap_err().0;
@@ -301,6 +320,7 @@ mod tests {
             "evict_idle_after_seconds",
             "per_source_burst_messages is set",
             "max_tracked_sources",
+            "udp_receive_buffer_bytes",
         ];
         assert_eq!(errors.len(), expected.len(), "{errors:#?}");
         for (e, want) in errors.iter().zip(expected) {

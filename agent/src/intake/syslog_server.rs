@@ -158,7 +158,11 @@ impl SyslogReceivers {
             }
         };
         let udp = match config.udp_listen {
-            Some(a) => Some(UdpSocket::bind(a).await.map_err(bind_err("UDP", a))?),
+            Some(a) => {
+                let sock = UdpSocket::bind(a).await.map_err(bind_err("UDP", a))?;
+                set_receive_buffer(&sock, config.udp_receive_buffer_bytes);
+                Some(sock)
+            }
             None => None,
         };
         let tcp = match config.tcp_listen {
@@ -433,6 +437,31 @@ impl Intake {
             },
             () = shutdown.recv() => bump(&self.counters().dropped_closed),
         };
+    }
+}
+
+/// Asks for a receive buffer of `bytes` on the UDP socket (0: leave the system's default):
+/// forced past `net.core.rmem_max` where the agent may (root or `CAP_NET_ADMIN`, while it
+/// still has them at start), else as far as the limit allows; the size in effect is logged.
+fn set_receive_buffer(sock: &UdpSocket, bytes: usize) {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    if bytes == 0 {
+        return;
+    }
+    if setsockopt(sock, sockopt::RcvBufForce, &bytes).is_err() {
+        let _ = setsockopt(sock, sockopt::RcvBuf, &bytes);
+    }
+    // Linux reports twice what was set (its bookkeeping share included).
+    let effective = getsockopt(sock, sockopt::RcvBuf).map_or(0, |b| b / 2);
+    if effective < bytes {
+        tracing::info!(
+            asked = bytes,
+            effective,
+            "syslog UDP receive buffer capped by net.core.rmem_max (raise it, or start the agent \
+             with CAP_NET_ADMIN, to absorb larger bursts)"
+        );
+    } else {
+        tracing::debug!(bytes = effective, "syslog UDP receive buffer");
     }
 }
 

@@ -61,7 +61,9 @@ pub fn alert(
             subject: subject.into(),
             score: severity.base_score(),
             evidence: evidence(ev),
-        },
+            attack: Vec::new(),
+        }
+        .with_attack(),
     }
 }
 
@@ -166,8 +168,13 @@ pub fn ordinary() -> IncidentDetail {
             &[("missed_cycles", json!(3)), ("period_s", json!(1.0))],
         ),
     ];
+    let techniques = alerts
+        .iter()
+        .flat_map(|a| a.alert.attack.iter().cloned())
+        .collect();
     IncidentDetail {
         incident: Incident {
+            techniques,
             actors: Default::default(),
             kind: "new_host".into(),
             last_joined: None,
@@ -278,8 +285,13 @@ pub fn no_assets() -> IncidentDetail {
             ("baseline_rate_per_s", json!(10.0)),
         ],
     )];
+    let techniques = alerts
+        .iter()
+        .flat_map(|a| a.alert.attack.iter().cloned())
+        .collect();
     IncidentDetail {
         incident: Incident {
+            techniques,
             actors: Default::default(),
             kind: "new_host".into(),
             last_joined: None,

@@ -2,13 +2,15 @@
 //! authorities, in Markdown ([`markdown`]) or as one self-contained HTML page ([`html`]).
 //!
 //! Both are rendered from one outline ([`Doc`]) so that they say the same things in the same
-//! order: summary, service impact, affected assets, detections with their evidence, the
-//! timeline and the response status. Every string is escaped when rendered, ours as well as
+//! order: summary, service impact, affected assets, the ATT&CK for ICS techniques, detections
+//! with their evidence, the timeline and the response status. Every string is escaped when rendered, ours as well as
 //! the data's (host names, device identities, summaries and evidence came off a network an
 //! attacker may be on): the renderers do not know which is which, so nothing slips through.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use mamori_models::detect::attack;
 use serde_json::Value;
 
 use super::{affected_assets, human_duration, service_impact, time_to_detect_ms, utc, utc_ms};
@@ -368,6 +370,8 @@ fn outline(detail: &IncidentDetail) -> Doc {
             .collect()
     };
 
+    let techniques = techniques(detail);
+
     let timeline = if inc.timeline.is_empty() {
         Block::Text("No timeline entries.".to_owned())
     } else {
@@ -405,6 +409,10 @@ fn outline(detail: &IncidentDetail) -> Doc {
                 blocks: vec![assets],
             },
             Section {
+                heading: "Techniques (MITRE ATT&CK for ICS)".into(),
+                blocks: vec![techniques],
+            },
+            Section {
                 heading: "Detections".into(),
                 blocks: detections,
             },
@@ -422,6 +430,48 @@ fn outline(detail: &IncidentDetail) -> Doc {
             inc.id, inc.site
         ),
     }
+}
+
+/// The techniques the incident's alerts show, each with its tactic and how many alerts show
+/// it, in the order of the matrix ids.
+fn techniques(detail: &IncidentDetail) -> Block {
+    let mut shown: BTreeMap<&str, usize> = BTreeMap::new();
+    for sa in &detail.alerts {
+        for id in &sa.alert.attack {
+            *shown.entry(id.as_str()).or_default() += 1;
+        }
+    }
+    if shown.is_empty() {
+        return Block::Text(
+            "No alert of this incident maps to an ATT&CK for ICS technique.".to_owned(),
+        );
+    }
+    Block::Table {
+        head: vec!["Technique", "Name", "Tactic", "Alerts"],
+        rows: shown
+            .into_iter()
+            .map(|(id, n)| {
+                let t = attack::technique(id);
+                vec![
+                    id.to_owned(),
+                    t.map_or("–", |t| t.name).to_owned(),
+                    t.map_or("–", |t| t.tactic).to_owned(),
+                    n.to_string(),
+                ]
+            })
+            .collect(),
+    }
+}
+
+/// `T0855 Unauthorized Command Message, T0846 Remote System Discovery`.
+fn technique_names(ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| match attack::technique(id) {
+            Some(t) => format!("{} {}", t.id, t.name),
+            None => id.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn detection(n: usize, sa: &StoredAlert) -> Block {
@@ -450,6 +500,9 @@ fn detection(n: usize, sa: &StoredAlert) -> Block {
     }
     if let Some(asset) = &a.asset {
         facts.push(("Asset", asset.clone()));
+    }
+    if !a.attack.is_empty() {
+        facts.push(("ATT&CK for ICS", technique_names(&a.attack)));
     }
     facts.push(("Alert", format!("#{} (score {:.2})", sa.id, a.score)));
     let mut blocks = vec![Block::Facts(facts)];
@@ -538,6 +591,23 @@ mod tests {
             "a\u{FFFD}b\u{FFFD}c\td\ne"
         );
         assert_eq!(escape_html("Überlauf 10.0.0.5"), "Überlauf 10.0.0.5");
+    }
+
+    #[test]
+    fn the_report_names_each_technique_with_its_tactic() {
+        let d = fixtures::ordinary();
+        let md = markdown(&d);
+        assert!(md.contains("## Techniques (MITRE ATT"), "{md}");
+        for id in &d.incident.techniques {
+            let t = attack::technique(id).unwrap();
+            assert!(md.contains(t.name) && md.contains(t.tactic), "{id} in {md}");
+        }
+        assert!(!d.incident.techniques.is_empty());
+        let page = html(&d);
+        assert!(
+            page.contains("T0855 Unauthorized Command Message"),
+            "{page}"
+        );
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! - per alert: the `ipv4-addr`/`ipv6-addr` and `network-traffic` observables it names, an
 //!   `observed-data` referencing them (the alert's own fields in the extension) and a
 //!   `relationship` tying it to the incident;
+//! - per ATT&CK for ICS technique its alerts show: an `attack-pattern` with MITRE's external
+//!   reference (`source_name: mitre-ics-attack`, `external_id: T0855`, the technique's URL)
+//!   and its tactic as kill-chain phase, `related-to` from the incident;
 //! - per host an alert names as never seen during learning: an `indicator`
 //!   (`[ipv4-addr:value = '…']`), `based-on` the observed data, related to the incident, and
 //!   per such alert a `sighting` of it where the producer saw it.
@@ -29,19 +32,20 @@
 //! (`open`/`acknowledged`/`resolved`), `severity` (`info`…`critical`), `first_seen`,
 //! `last_seen` (event time), `detected`, `acknowledged`, `resolved` (collector wall time),
 //! `acknowledged_by`, `resolved_by`, `time_to_detect_ms`, `alert_count`, `detectors`,
-//! `asset` (the subject), `affected_assets` (objects: `asset`, `address_ref`, `in_inventory`,
+//! `techniques` (ATT&CK for ICS ids), `asset` (the subject), `affected_assets` (objects: `asset`, `address_ref`, `in_inventory`,
 //! `roles`, `units`, `vendor`, `product`, `revision`, `criticality`, `hostnames`,
 //! `description`), `impacts` (`process_control`, `process_state`, `availability`,
 //! `reconnaissance`, `unclassified`), `service_impact` (a sentence), `exercise` (boolean),
 //! `timeline` (objects: `at`, `kind`, `actor`, `text`), `detections` (objects: `alert_id`,
 //! `detector`, `kind`, `severity`, `summary`, `count`, `first_seen`, `last_seen`, `score`,
-//! `evidence`, `observed_data_ref`). On `observed-data`: `alert_id`, `detector`, `kind`,
+//! `techniques`, `evidence`, `observed_data_ref`). On `observed-data`: `alert_id`, `detector`, `kind`,
 //! `severity`, `summary`, `score`, `asset`, `subject`, `evidence`. Absent values and empty
 //! lists are left out, as STIX requires.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use mamori_models::detect::attack::{self, Technique};
 use mamori_models::detect::{Alert, DetectorName};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -51,6 +55,10 @@ use super::{
     Impact, affected_assets, impacts, service_impact, stix_time, stix_time_ms, time_to_detect_ms,
 };
 use crate::incident::{IncidentDetail, IncidentStatus, StoredAlert};
+
+/// `created` and `modified` of the attack patterns: the ATT&CK for ICS release our catalogue
+/// follows (v16, 31 October 2024), so that their versions do not move with every export.
+const ATTACK_CATALOGUE_UNIX_MS: u64 = 1_730_332_800_000;
 
 /// Our namespace for the UUIDv5 of every object that is not an observable.
 pub const MAMORI_NAMESPACE: Uuid = Uuid::from_u128(0xb4b72b21_502b_4b52_9b18_4fdc3b70dd4e);
@@ -189,6 +197,25 @@ pub fn bundle(detail: &IncidentDetail, producer: &Producer, now_unix_ms: u64) ->
         ));
         objects.push(sighting(sa, &indicator_id, &od_id, &seed, &common));
     }
+
+    // The ATT&CK for ICS techniques its alerts show, as attack patterns with MITRE's
+    // references, each tied to the incident from when the first alert showing it arrived.
+    let mut techniques: Vec<(String, u64)> = Vec::new();
+    for sa in &detail.alerts {
+        for t in sa
+            .alert
+            .attack
+            .iter()
+            .filter_map(|id| attack::technique(id))
+        {
+            let id = objects.push(attack_pattern(t, producer, &common));
+            match techniques.iter_mut().find(|(i, _)| *i == id) {
+                Some((_, at)) => *at = (*at).min(sa.received_unix_ms),
+                None => techniques.push((id, sa.received_unix_ms)),
+            }
+        }
+    }
+    related.extend(techniques);
 
     objects.push(incident(
         detail,
@@ -578,6 +605,7 @@ fn detection(sa: &StoredAlert, observed_data_ref: Option<&str>) -> Value {
     m.insert("first_seen".into(), json!(stix_time(a.ts)));
     m.insert("last_seen".into(), json!(stix_time(a.last_ts.max(a.ts))));
     put_opt(&mut m, "score", a.score.is_finite().then_some(a.score));
+    put_list(&mut m, "techniques", a.attack.iter().collect());
     put_opt(&mut m, "evidence", scrub(&json!(a.evidence)));
     put_opt(&mut m, "observed_data_ref", observed_data_ref);
     Value::Object(m)
@@ -674,6 +702,40 @@ fn sighting(
     m.insert("observed_data_refs".into(), json!([observed_data_id]));
     m.insert("where_sighted_refs".into(), json!([c.producer_ref]));
     put_labels(&mut m, c.exercise, &[]);
+    Value::Object(m)
+}
+
+/// An ATT&CK for ICS technique. Its id is fixed by the producer and the technique alone, so
+/// every bundle of one installation names a technique with the same object, and its dates are
+/// those of the catalogue entry, not of the export.
+fn attack_pattern(t: &Technique, producer: &Producer, c: &Common<'_>) -> Value {
+    let id = sdo_id(
+        "attack-pattern",
+        &json!([producer.name, "attack-pattern", t.id]),
+    );
+    let mut m = core(
+        "attack-pattern",
+        &id,
+        c.producer_ref,
+        ATTACK_CATALOGUE_UNIX_MS,
+        ATTACK_CATALOGUE_UNIX_MS,
+    );
+    m.insert("name".into(), json!(t.name));
+    m.insert(
+        "external_references".into(),
+        json!([{
+            "source_name": "mitre-ics-attack",
+            "external_id": t.id,
+            "url": t.url(),
+        }]),
+    );
+    m.insert(
+        "kill_chain_phases".into(),
+        json!([{
+            "kill_chain_name": "mitre-ics-attack",
+            "phase_name": t.tactic.to_lowercase().replace(' ', "-"),
+        }]),
+    );
     Value::Object(m)
 }
 
@@ -776,6 +838,7 @@ fn incident(
     put_opt(&mut ext, "time_to_detect_ms", time_to_detect_ms(inc));
     ext.insert("alert_count".into(), json!(inc.alert_count));
     put_list(&mut ext, "detectors", inc.detectors.iter().collect());
+    put_list(&mut ext, "techniques", inc.techniques.iter().collect());
     put_opt(&mut ext, "asset", inc.asset.as_ref());
     put_list(&mut ext, "affected_assets", affected);
     put_list(
@@ -942,6 +1005,7 @@ mod tests {
                         "count",
                     ],
                     "relationship" => &["relationship_type", "source_ref", "target_ref"],
+                    "attack-pattern" => &["name", "external_references", "kill_chain_phases"],
                     "ipv4-addr" | "ipv6-addr" => &["value"],
                     "network-traffic" => &["protocols"],
                     other => panic!("unexpected type {other}"),
@@ -1052,18 +1116,69 @@ mod tests {
             .collect();
         assert_eq!(based_on.len(), 1);
         assert_eq!(based_on[0]["source_ref"], ind[0]["id"]);
-        // The incident relates to each observed data and the indicator.
+        // The incident relates to each observed data, the indicator and each technique.
         let inc_id = &of_type(&b, "incident")[0]["id"];
         assert_eq!(
             rels.iter()
                 .filter(|r| r["relationship_type"] == "related-to" && r["source_ref"] == *inc_id)
                 .count(),
-            4
+            4 + of_type(&b, "attack-pattern").len()
         );
         // The traffic of a Modbus write: IPv4, TCP, Modbus/TCP (`mbap`).
         let nt = of_type(&b, "network-traffic");
         assert!(!nt.is_empty());
         assert_eq!(nt[0]["protocols"], json!(["ipv4", "tcp", "mbap"]));
+    }
+
+    #[test]
+    fn techniques_become_attack_patterns_with_mitre_references() {
+        for d in all_fixtures() {
+            let b = bundle(&d, &producer(), NOW);
+            let inc_id = of_type(&b, "incident")[0]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let shown: BTreeSet<&str> = d
+                .alerts
+                .iter()
+                .flat_map(|a| a.alert.attack.iter().map(String::as_str))
+                .collect();
+            let patterns = of_type(&b, "attack-pattern");
+            assert_eq!(patterns.len(), shown.len(), "{shown:?}");
+            for p in patterns {
+                let r = &p["external_references"][0];
+                assert_eq!(r["source_name"], "mitre-ics-attack");
+                let tid = r["external_id"].as_str().unwrap();
+                assert!(shown.contains(tid), "{tid}");
+                assert_eq!(
+                    r["url"],
+                    format!("https://attack.mitre.org/techniques/{tid}/")
+                );
+                assert_eq!(p["name"], attack::technique(tid).unwrap().name);
+                assert_eq!(
+                    p["kill_chain_phases"][0]["kill_chain_name"],
+                    "mitre-ics-attack"
+                );
+                let tied = of_type(&b, "relationship").iter().any(|r| {
+                    r["relationship_type"] == "related-to"
+                        && r["source_ref"] == *inc_id
+                        && r["target_ref"] == p["id"]
+                });
+                assert!(tied, "{tid} not tied to the incident");
+            }
+            let ext = &of_type(&b, "incident")[0]["extensions"][EXTENSION_DEFINITION_ID];
+            let listed: BTreeSet<&str> = ext["techniques"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            assert_eq!(listed, shown);
+        }
+        assert!(
+            all_fixtures()
+                .iter()
+                .any(|d| !d.incident.techniques.is_empty()),
+            "no fixture shows a technique"
+        );
     }
 
     #[test]

@@ -117,6 +117,22 @@ pub struct Alert {
     /// 0–1, higher is more suspicious.
     pub score: f64,
     pub evidence: Evidence,
+    /// The MITRE ATT&CK for ICS techniques the finding points at (ids, e.g. `T0855`; names in
+    /// [`super::attack::CATALOGUE`]), from its detector, kind and evidence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attack: Vec<String>,
+}
+
+impl Alert {
+    /// Sets [`Alert::attack`] from the detector, kind and evidence (for alerts made outside the
+    /// detectors' book, which does it itself).
+    pub fn with_attack(mut self) -> Alert {
+        self.attack = super::attack::techniques_for(self.detector, &self.kind, &self.evidence)
+            .iter()
+            .map(|t| (*t).to_owned())
+            .collect();
+        self
+    }
 }
 
 /// An alert being raised by a detector, before aggregation.
@@ -206,6 +222,10 @@ impl AlertBook {
         let (kind, subject) = key;
         self.open.insert((kind, subject.clone()), id);
         self.changed.insert(id);
+        let attack = super::attack::techniques_for(r.detector, kind, &r.evidence)
+            .iter()
+            .map(|t| (*t).to_owned())
+            .collect();
         self.alerts.insert(
             id,
             Alert {
@@ -222,6 +242,7 @@ impl AlertBook {
                 subject,
                 score: round_score(r.score),
                 evidence: r.evidence,
+                attack,
             },
         );
     }

@@ -17,6 +17,7 @@
 
 pub mod alert;
 pub mod allowlist;
+pub mod attack;
 pub mod cycle;
 mod entries;
 pub mod modbus;
