@@ -134,7 +134,7 @@ fn rogue_write_through_a_capture_is_detected_and_polling_is_quiet() {
 
 /// Reconnaissance through a capture: a host never seen probes the PLC for its function codes
 /// (0 to 255, ILLEGAL FUNCTION for what it lacks), then for the unit ids behind it (0 to 255,
-/// the gateway's exception for the absent ones). Each scan raises its alert, naming its
+/// the gateway's exception for the absent ones). Each scan raises its alert, with its
 /// ATT&CK for ICS technique. Before: the function-code scan opened with code 0, the agent
 /// judged the connection "not Modbus" and nothing of it reached the detectors.
 #[test]
@@ -182,16 +182,15 @@ fn function_code_and_unit_id_scans_through_a_capture_raise_reconnaissance_alerts
     let fc = one("function_scan");
     assert_eq!(fc.src_ip, Some(scanner.ip()));
     assert!(fc.ts.as_micros() >= fc_at && fc.ts.as_micros() < fc_at + 1_000_000);
-    assert_eq!(fc.evidence["technique"], "T0888");
-    assert_eq!(
-        fc.evidence["technique_name"],
-        "Remote System Information Discovery"
+    assert_eq!(fc.attack, ["T0888"], "Remote System Information Discovery");
+    assert!(
+        !fc.evidence.contains_key("technique"),
+        "in `attack`, not evidence"
     );
     let unit = one("unit_scan");
     assert_eq!(unit.src_ip, Some(scanner.ip()));
     assert!(unit.ts.as_micros() >= unit_at && unit.ts.as_micros() < unit_at + 1_000_000);
-    assert_eq!(unit.evidence["technique"], "T0846");
-    assert_eq!(unit.evidence["technique_name"], "Remote System Discovery");
+    assert_eq!(unit.attack, ["T0846"], "Remote System Discovery");
     // The learned unit (1) is no part of the unit scan.
     assert_eq!(unit.evidence["units"], serde_json::json!([0, 2, 3, 4, 5]));
 }

@@ -4,10 +4,8 @@
 //! address scans (many new functions, units or out-of-range addresses from one client in a
 //! minute).
 //!
-//! Reconnaissance alerts name their MITRE ATT&CK for ICS technique in the evidence
-//! (`technique`, `technique_name`): a unit-id scan looks for the devices behind an address
-//! (T0846 Remote System Discovery); function-code and address scans and sweeps map what one
-//! device implements (T0888 Remote System Information Discovery).
+//! Their ATT&CK for ICS techniques come from [`super::attack::techniques_for`], like every
+//! alert's: the evidence here holds only what the traffic showed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -15,7 +13,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::alert::{AlertBook, DetectorName, Evidence, Raise, Severity, evidence};
+use super::alert::{AlertBook, DetectorName, Raise, Severity, evidence};
 use super::allowlist::Novelty;
 use super::modbus::address_quantity;
 use super::{Limits, Overflow, Scope};
@@ -35,18 +33,6 @@ const ADDRESS_SCAN_MIN: usize = 16;
 /// Unit ids never seen on a server, addressed by one client in one window, that make a unit-id
 /// scan. A gateway's legitimate new unit comes alone; a scanner walks the id space.
 const UNIT_SCAN_MIN: u32 = 5;
-
-/// ATT&CK for ICS: discovering which systems (here: units behind an address) exist.
-const T0846: (&str, &str) = ("T0846", "Remote System Discovery");
-/// ATT&CK for ICS: discovering what a system is and implements (functions, address map).
-const T0888: (&str, &str) = ("T0888", "Remote System Information Discovery");
-
-/// Evidence with the technique named.
-fn with_technique(mut e: Evidence, (id, name): (&str, &str)) -> Evidence {
-    e.insert("technique".into(), json!(id));
-    e.insert("technique_name".into(), json!(name));
-    e
-}
 
 /// A set of unit ids (or 8-bit codes) as a 256-bit mask.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -378,17 +364,14 @@ impl ProtocolDetector {
                     asset: Some(asset()),
                     subject: format!("{}>{}", ev.src_ip, ev.dst_ip),
                     score: severity.base_score(),
-                    evidence: {
-                        let e = evidence([
-                            ("exceptions", json!(st.exceptions.count)),
-                            ("exception_codes", json!(st.codes)),
-                            ("distinct_addresses", json!(st.addresses.len())),
-                            ("address_min", json!(st.addresses.first())),
-                            ("address_max", json!(st.addresses.last())),
-                            ("baseline_peak_exceptions", json!(peak)),
-                        ]);
-                        if sweep { with_technique(e, T0888) } else { e }
-                    },
+                    evidence: evidence([
+                        ("exceptions", json!(st.exceptions.count)),
+                        ("exception_codes", json!(st.codes)),
+                        ("distinct_addresses", json!(st.addresses.len())),
+                        ("address_min", json!(st.addresses.first())),
+                        ("address_max", json!(st.addresses.last())),
+                        ("baseline_peak_exceptions", json!(peak)),
+                    ]),
                 });
             }
         }
@@ -424,15 +407,12 @@ impl ProtocolDetector {
                     asset: Some(ev.dst_ip.to_string()),
                     subject: format!("{}>{}", ev.src_ip, ev.dst_ip),
                     score: 0.85,
-                    evidence: with_technique(
-                        evidence([
-                            ("units", json!(units)),
-                            ("distinct_units", json!(n)),
-                            ("func", json!(ev.func)),
-                            ("baseline_units", json!(known)),
-                        ]),
-                        T0846,
-                    ),
+                    evidence: evidence([
+                        ("units", json!(units)),
+                        ("distinct_units", json!(n)),
+                        ("func", json!(ev.func)),
+                        ("baseline_units", json!(known)),
+                    ]),
                 });
             }
         }
@@ -475,13 +455,10 @@ impl ProtocolDetector {
                 asset: Some(asset()),
                 subject: format!("{}>{}", ev.src_ip, ev.dst_ip),
                 score: 0.85,
-                evidence: with_technique(
-                    evidence([
-                        ("functions", json!(list)),
-                        ("illegal_function_exceptions", json!(st.illegal_functions.count_ones())),
-                    ]),
-                    T0888,
-                ),
+                evidence: evidence([
+                    ("functions", json!(list)),
+                    ("illegal_function_exceptions", json!(st.illegal_functions.count_ones())),
+                ]),
             });
         }
         if novelty.out_of_range {
@@ -506,14 +483,11 @@ impl ProtocolDetector {
                     asset: Some(asset()),
                     subject: format!("{}>{}", ev.src_ip, ev.dst_ip),
                     score: 0.6,
-                    evidence: with_technique(
-                        evidence([
-                            ("distinct_addresses", json!(st.out_of_range.len())),
-                            ("address_min", json!(st.out_of_range.first())),
-                            ("address_max", json!(st.out_of_range.last())),
-                        ]),
-                        T0888,
-                    ),
+                    evidence: evidence([
+                        ("distinct_addresses", json!(st.out_of_range.len())),
+                        ("address_min", json!(st.out_of_range.first())),
+                        ("address_max", json!(st.out_of_range.last())),
+                    ]),
                 });
             }
         }
@@ -656,11 +630,7 @@ mod tests {
             assert_eq!(scans.len(), 1, "{alerts:#?}");
             let a = scans[0];
             assert_eq!(a.severity, Severity::High);
-            assert_eq!(a.evidence["technique"], json!("T0846"));
-            assert_eq!(
-                a.evidence["technique_name"],
-                json!("Remote System Discovery")
-            );
+            assert_eq!(a.attack, ["T0846"], "Remote System Discovery");
             assert_eq!(a.evidence["distinct_units"], json!(UNIT_SCAN_MIN));
             // The learned unit is no part of the scan's evidence.
             assert_eq!(a.evidence["units"], json!([0, 2, 3, 4, 5]));
@@ -706,10 +676,10 @@ mod tests {
         let alerts = detect(learned(&[1]), &scan);
         let scans = of_kind(&alerts, "function_scan");
         assert_eq!(scans.len(), 1, "{alerts:#?}");
-        assert_eq!(scans[0].evidence["technique"], json!("T0888"));
         assert_eq!(
-            scans[0].evidence["technique_name"],
-            json!("Remote System Information Discovery")
+            scans[0].attack,
+            ["T0888"],
+            "Remote System Information Discovery"
         );
         // One unit only: no unit-id scan.
         assert!(of_kind(&alerts, "unit_scan").is_empty(), "{alerts:#?}");
