@@ -92,6 +92,8 @@ pub struct Counters {
     pub modbus_resynchronisations: u64,
     pub modbus_skipped_bytes: u64,
     pub modbus_pending_overflows: u64,
+    /// Transactions held on port-502 connections that never framed as Modbus, discarded.
+    pub modbus_unconfirmed_discarded: u64,
     pub syslog_flows: u64,
     pub not_syslog_flows: u64,
     /// Syslog messages that strict parsing rejected (never in the default lenient mode).
@@ -355,6 +357,7 @@ impl Pipeline {
         c.modbus_resynchronisations = self.out.modbus_counters.resynchronisations;
         c.modbus_skipped_bytes = self.out.modbus_counters.skipped_bytes;
         c.modbus_pending_overflows = self.out.modbus_counters.pending_overflows;
+        c.modbus_unconfirmed_discarded = self.out.modbus_counters.unconfirmed_discarded;
         c.syslog_rejected = self.out.syslog_rejected;
         c
     }

@@ -19,7 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mamori_models::Event;
 use mamori_models::Timestamp;
-use mamori_models::detect::{Alert, BASELINE_VERSION, Baseline, DetectConfig, Detector, Learner};
+use mamori_models::detect::{
+    Alert, BASELINE_VERSION, Baseline, DetectConfig, Detector, Learner, Severity,
+};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -30,7 +32,6 @@ use crate::incidents::{self, Change, Filing, Policy};
 use crate::inventory::{Inventory, asset_ip};
 use crate::stats::{self, IntakeStats};
 use crate::store::{Store, StoreError, StoreHandle, transaction};
-use mamori_models::detect::Severity;
 
 /// A stored batch on its way to detection.
 #[derive(Debug)]
@@ -507,7 +508,11 @@ pub(crate) async fn start(
     sites: impl IntoIterator<Item = String>,
     on_change: Option<OnChange>,
 ) -> Result<(DetectionQueue, DetectionControl, JoinHandle<()>), StoreError> {
-    let config = DetectConfig::default();
+    // Observations (info) are stored and shown, never filed into incidents.
+    let config = DetectConfig {
+        min_severity: Severity::Info,
+        ..DetectConfig::default()
+    };
     let mut states = BTreeMap::new();
     let sites: Vec<String> = sites.into_iter().collect();
     let status: BTreeMap<String, SiteStatus> = sites

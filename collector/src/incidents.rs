@@ -10,6 +10,8 @@
 //! actors unless they do something new, so a set-point alarm on one PLC and a silent PLC
 //! elsewhere stay two incidents even though the HMI talks to both.
 //!
+//! Observations (alerts of severity info) are stored but never filed: they open nothing.
+//!
 //! Severity is the highest alert severity, moved by the criticality the operator gave the
 //! device: one step up for a critical device, one step up from medium for a high one, one
 //! step down (not below low) for a low one.
@@ -85,12 +87,25 @@ fn actor(alert: &Alert) -> Option<String> {
     }
 }
 
+/// Every address an alert names: source, destination, its device, and the devices a new
+/// host reached (`targets`, which grows as the alert folds repeats), so that an incident lists
+/// every device a campaign touched and later findings on them join it.
 fn addresses(alert: &Alert) -> BTreeSet<String> {
+    let targets = alert
+        .evidence
+        .get("targets")
+        .and_then(|t| t.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str())
+        .filter_map(|t| t.parse::<std::net::IpAddr>().ok())
+        .map(|ip| ip.to_string());
     [alert.src_ip, alert.dst_ip]
         .into_iter()
         .flatten()
         .map(|ip| ip.to_string())
         .chain(target(alert))
+        .chain(targets)
         .collect()
 }
 
@@ -167,6 +182,11 @@ pub fn file(
     upsert: AlertUpsert,
     alert: &Alert,
 ) -> Result<Option<Change>, StoreError> {
+    // An observation (info: a benign-looking novelty) is stored and shown, never paging and
+    // never opening or growing an incident (docs/detection.md).
+    if alert.severity == Severity::Info {
+        return Ok(None);
+    }
     let Filing {
         site,
         exercise,
@@ -200,6 +220,9 @@ pub fn file(
             what = ChangeKind::Escalated;
         }
         inc.last_seen = inc.last_seen.max(alert.last_ts);
+        // A grown alert may name more devices (a sweep reaching further).
+        inc.assets.extend(addresses(alert));
+        inc.techniques.extend(alert.attack.iter().cloned());
         store.save_incident(&inc)?;
         return Ok(Some(Change {
             incident: inc,
@@ -543,6 +566,60 @@ mod tests {
     }
 
     #[test]
+    fn a_sweep_is_one_incident_listing_every_device_it_reached() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let mut sweep = alert(
+            0,
+            DetectorName::Allowlist,
+            "new_host",
+            "10.0.0.66",
+            "10.0.0.21",
+        );
+        sweep.subject = "10.0.0.66/modbus".into();
+        sweep
+            .evidence
+            .insert("targets".into(), serde_json::json!(["10.0.0.21"]));
+        let first = file_all(&mut store, std::slice::from_ref(&sweep));
+        // The same alert grown: the sweep reached two more PLCs.
+        sweep.count = 3;
+        sweep.last_ts = Timestamp::from_micros(sweep.ts.as_micros() + 20_000_000);
+        sweep.evidence.insert(
+            "targets".into(),
+            serde_json::json!(["10.0.0.21", "10.0.0.22", "10.0.0.23"]),
+        );
+        let grown = file_all(&mut store, std::slice::from_ref(&sweep));
+        // A finding on the third PLC naming no source (its traffic window, an observation of
+        // the process), and an informational observation that must open nothing.
+        let mut window = alert(
+            30,
+            DetectorName::TrafficWindow,
+            "unusual_traffic_window",
+            "10.0.0.10",
+            "10.0.0.23",
+        );
+        window.src_ip = None;
+        let mut observation = alert(
+            40,
+            DetectorName::Allowlist,
+            "new_path",
+            "10.0.0.10",
+            "10.0.0.99",
+        );
+        observation.severity = Severity::Info;
+        let later = file_all(&mut store, &[window, observation]);
+        assert_eq!(first[0].what, ChangeKind::Opened);
+        assert_eq!(grown[0].incident.id, first[0].incident.id);
+        assert_eq!(later.len(), 1, "the observation opened nothing: {later:?}");
+        assert_eq!(later[0].incident.id, first[0].incident.id);
+        let inc = store.incident(first[0].incident.id).unwrap().unwrap();
+        for plc in ["10.0.0.21", "10.0.0.22", "10.0.0.23"] {
+            assert!(inc.assets.contains(plc), "{plc} in {:?}", inc.assets);
+        }
+        assert_eq!(inc.alert_count, 2);
+    }
+
+    #[test]
     fn a_growing_alert_updates_its_incident_and_reopens_a_resolved_one() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SqliteStore::open(&dir.path().join("db")).unwrap();
@@ -582,7 +659,7 @@ mod tests {
         let mut drift = alert(
             0,
             DetectorName::ProcessValue,
-            "value_out_of_envelope",
+            "process_deviation",
             "10.0.0.10",
             "10.0.0.21",
         );
@@ -592,7 +669,7 @@ mod tests {
         drift.last_ts = drift.last_ts.saturating_add_micros(7_200_000_000);
         let grown = file_all(&mut store, &[drift]);
         assert_eq!(grown[0].incident.id, first[0].incident.id);
-        assert_eq!(grown[0].incident.kind, "value_out_of_envelope");
+        assert_eq!(grown[0].incident.kind, "process_deviation");
         // A new finding on the same PLC two hours later is a new incident.
         let later = file_all(
             &mut store,

@@ -1,28 +1,35 @@
 //! Accuracy of the template miner on the public Loghub-2k datasets (`shared/corpus/loghub`,
 //! `corrected/` ground truth of Khan et al., ICSE 2022), beside the published Drain numbers.
 //!
-//! Every dataset is mined with the same default configuration, line by line in file order.
+//! Every dataset is mined with the same default configuration, line by line in file order; each
+//! line's id is resolved at the end (templates merged later count under the survivor). How the
+//! default tuning was chosen without fitting it to these ten: `miner_cv.rs`.
 //! GA (grouping accuracy): a line is correct iff the set of lines sharing its final template
 //! equals the set of lines sharing its ground-truth template. PA (parsing accuracy): a line is
 //! correct iff the final template text of its cluster equals its ground-truth template text, both
 //! normalised the same way (whitespace runs collapsed, then the Loghub-2.0 folding of consecutive
 //! variables: `<*><*>`, `<*>.<*>`, `<*>:<*>`, `#<*>#` become `<*>`).
 //!
-//! Skips (with a message) when the corpus is absent. `MAMORI_LOGHUB_DEBUG=<dataset>` prints the
+//! Throughput is measured by the benchmark (`cargo bench -p mamori-models --bench templates`),
+//! not here. Skips (with a message) when the corpus is absent, fails then under
+//! `MAMORI_REQUIRE_CORPUS=1`. `MAMORI_LOGHUB_DEBUG=<dataset>` prints the
 //! wrongly grouped ground-truth templates of one dataset.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+mod common;
 
-use mamori_models::templates::{MinerConfig, TemplateId, TemplateMiner};
+use std::collections::BTreeSet;
 
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/loghub");
+use common::{load, parse_csv, score};
+use mamori_models::templates::Tuning;
 
 /// Regression floor for the average GA over the ten datasets (measured value minus a margin).
-/// Measured 0.983 on 2026-11-26.
-const MIN_AVERAGE_GA: f64 = 0.975;
+/// Measured 0.983 on 2026-11-26 (shape rules only), 0.987 with the cross-validated tuning.
+const MIN_AVERAGE_GA: f64 = 0.98;
+/// Floor for every dataset's GA: issue 12 asks that each public source keep 0.95, and the worst
+/// source is the target, not the average (HPC measured 0.951: the truth splits
+/// `via interface ee0` / `alt0` / `scip0`, which the miner reads as one word parameter).
+const MIN_SOURCE_GA: f64 = 0.95;
 
 /// Published Drain results (shared/corpus/loghub/PUBLISHED.md): GA of Zhu et al. ICSE 2019
 /// (original templates, per-dataset tuned settings) and GA / PA of Jiang et al. ISSTA 2024
@@ -43,198 +50,45 @@ const PUBLISHED_DRAIN: [Published; 10] = [
     ("Zookeeper", 0.967, Some((0.967, 0.497))),
 ];
 
-/// Minimal RFC 4180 reader: quoted fields, doubled quotes, CRLF or LF, newlines inside quotes.
-fn parse_csv(text: &str) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    let mut row = Vec::new();
-    let mut field = String::new();
-    let mut in_quotes = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if in_quotes {
-            if c == '"' {
-                if chars.peek() == Some(&'"') {
-                    field.push('"');
-                    chars.next();
-                } else {
-                    in_quotes = false;
-                }
-            } else {
-                field.push(c);
-            }
-            continue;
-        }
-        match c {
-            '"' => in_quotes = true,
-            ',' => row.push(std::mem::take(&mut field)),
-            '\r' => {}
-            '\n' => {
-                row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
-            }
-            _ => field.push(c),
-        }
-    }
-    if !field.is_empty() || !row.is_empty() {
-        row.push(field);
-        rows.push(row);
-    }
-    rows
-}
-
 #[test]
 fn csv_reader_handles_quotes() {
     let rows = parse_csv("a,b\r\n\"x, \"\"y\"\"\",2\n");
     assert_eq!(rows, vec![vec!["a", "b"], vec!["x, \"y\"", "2"]]);
 }
 
-struct Line {
-    content: String,
-    event: String,
-    template: String,
-}
-
-fn load(dir: &Path, ds: &str) -> Vec<Line> {
-    let path = dir
-        .join(ds)
-        .join("corrected")
-        .join(format!("{ds}_2k.log_structured_corrected.csv"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let rows = parse_csv(&text);
-    let header = &rows[0];
-    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
-    let (c, e, t) = (col("Content"), col("EventId"), col("EventTemplate"));
-    rows[1..]
-        .iter()
-        .filter(|r| r.len() == header.len())
-        .map(|r| Line {
-            content: r[c].clone(),
-            event: r[e].clone(),
-            template: r[t].clone(),
-        })
-        .collect()
-}
-
-/// The usual consecutive-variable folding of the Loghub-2.0 evaluation
-/// (`correct_single_template`: `<*><*>`, `<*>.<*>`, `<*>:<*>`, `#<*>#` become `<*>`), applied to
-/// both sides, after collapsing whitespace.
-fn normalise(template: &str) -> String {
-    let mut s = template.split_whitespace().collect::<Vec<_>>().join(" ");
-    loop {
-        let before = s.len();
-        for pat in ["<*><*>", "<*>.<*>", "<*>:<*>", "#<*>#"] {
-            s = s.replace(pat, "<*>");
-        }
-        if s.len() == before {
-            return s;
-        }
-    }
-}
-
-struct Score {
-    ga: f64,
-    pa: f64,
-    templates: usize,
-}
-
-fn score(ds: &str, lines: &[Line], debug: bool) -> Score {
-    let mut miner = TemplateMiner::new(MinerConfig::default()).unwrap();
-    let ids: Vec<TemplateId> = lines.iter().map(|l| miner.add(&l.content).id).collect();
-    let final_text: BTreeMap<TemplateId, String> = miner
-        .templates()
-        .map(|t| (t.id, normalise(&t.template)))
-        .collect();
-
-    let mut pred: BTreeMap<TemplateId, BTreeSet<usize>> = BTreeMap::new();
-    let mut truth: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::new();
-    for (i, (id, l)) in ids.iter().zip(lines).enumerate() {
-        pred.entry(*id).or_default().insert(i);
-        truth.entry(l.event.as_str()).or_default().insert(i);
-    }
-    let mut ga_ok = 0usize;
-    let mut pa_ok = 0usize;
-    for (id, l) in ids.iter().zip(lines) {
-        if pred[id] == truth[l.event.as_str()] {
-            ga_ok += 1;
-        }
-        if final_text.get(id).map(String::as_str) == Some(normalise(&l.template).as_str()) {
-            pa_ok += 1;
-        }
-    }
-    if debug {
-        let mut shown = BTreeSet::new();
-        println!("--- {ds}: wrongly parsed templates (predicted | truth)");
-        for (id, l) in ids.iter().zip(lines) {
-            let p = final_text.get(id).cloned().unwrap_or_default();
-            let t = normalise(&l.template);
-            if p != t && shown.insert(t.clone()) {
-                println!("   {p:?}\n   {t:?}");
-            }
-        }
-        println!("--- {ds}: wrongly grouped ground-truth templates");
-        for (ev, set) in &truth {
-            let first = *set.iter().next().unwrap();
-            let mut clusters: BTreeMap<TemplateId, usize> = BTreeMap::new();
-            for &i in set {
-                *clusters.entry(ids[i]).or_default() += 1;
-            }
-            let exact = clusters.len() == 1 && pred[&ids[first]] == *set;
-            if exact {
-                continue;
-            }
-            println!("GT {ev} ({} lines): {}", set.len(), lines[first].template);
-            for (id, n) in &clusters {
-                println!(
-                    "   pred {} ({n} of {}): {}   e.g. {:?}",
-                    id.0,
-                    pred[id].len(),
-                    final_text.get(id).map(String::as_str).unwrap_or("?"),
-                    lines[*pred[id].iter().next().unwrap()].content
-                );
-            }
-        }
-    }
-    let n = lines.len() as f64;
-    Score {
-        ga: ga_ok as f64 / n,
-        pa: pa_ok as f64 / n,
-        templates: pred.len(),
-    }
-}
-
 #[test]
 fn loghub_2k_grouping_and_parsing_accuracy() {
-    let dir = PathBuf::from(CORPUS);
-    if !dir.join("MANIFEST.md").exists() {
-        println!("skipped: Loghub corpus not found at {}", dir.display());
-        return;
-    }
+    let Some(dir) = common::corpus() else { return };
     let debug = std::env::var("MAMORI_LOGHUB_DEBUG").ok();
     println!(
-        "{:<12} {:>6} {:>6} {:>6} {:>6}  | {:>10} {:>10} {:>10}",
-        "dataset", "GA", "PA", "tmpl", "truth", "Drain GA19", "Drain GA24", "Drain PA24"
+        "{:<12} {:>6} {:>6} {:>6} {:>6} {:>7}  | {:>10} {:>10} {:>10}",
+        "dataset", "GA", "PA", "tmpl", "truth", "shapeGA", "Drain GA19", "Drain GA24", "Drain PA24"
     );
     let (mut sum_ga, mut sum_pa, mut sum_d19) = (0.0, 0.0, 0.0);
-    let mut all_lines = Vec::new();
+    let mut worst = (f64::INFINITY, "");
     for (ds, d19, d24) in PUBLISHED_DRAIN {
         let lines = load(&dir, ds);
         assert_eq!(lines.len(), 2000, "{ds}");
-        let s = score(ds, &lines, debug.as_deref() == Some(ds));
+        let s = score(ds, &lines, Tuning::default(), debug.as_deref() == Some(ds));
+        let shapes = score(ds, &lines, Tuning::shapes_only(), false);
         let truth: BTreeSet<&str> = lines.iter().map(|l| l.event.as_str()).collect();
         let (g24, p24) = d24.map_or(("n/a".to_owned(), "n/a".to_owned()), |(g, p)| {
             (format!("{g:.3}"), format!("{p:.3}"))
         });
         println!(
-            "{ds:<12} {:>6.3} {:>6.3} {:>6} {:>6}  | {d19:>10.3} {g24:>10} {p24:>10}",
+            "{ds:<12} {:>6.3} {:>6.3} {:>6} {:>6} {:>7.3}  | {d19:>10.3} {g24:>10} {p24:>10}",
             s.ga,
             s.pa,
             s.templates,
-            truth.len()
+            truth.len(),
+            shapes.ga
         );
         sum_ga += s.ga;
+        if s.ga < worst.0 {
+            worst = (s.ga, ds);
+        }
         sum_pa += s.pa;
         sum_d19 += d19;
-        all_lines.extend(lines.into_iter().map(|l| l.content));
     }
     let k = PUBLISHED_DRAIN.len() as f64;
     let (avg_ga, avg_pa) = (sum_ga / k, sum_pa / k);
@@ -245,22 +99,14 @@ fn loghub_2k_grouping_and_parsing_accuracy() {
         sum_d19 / k
     );
 
-    // Throughput over the ten datasets concatenated (meaningful with `--release`).
-    let mut miner = TemplateMiner::new(MinerConfig::default()).unwrap();
-    let start = Instant::now();
-    for l in &all_lines {
-        std::hint::black_box(miner.add(l));
-    }
-    let secs = start.elapsed().as_secs_f64();
-    println!(
-        "throughput: {} lines in {secs:.3} s = {:.0} lines/s ({} templates)",
-        all_lines.len(),
-        all_lines.len() as f64 / secs,
-        miner.len()
-    );
-
     assert!(
         avg_ga >= MIN_AVERAGE_GA,
         "average GA {avg_ga:.4} < floor {MIN_AVERAGE_GA}"
+    );
+    assert!(
+        worst.0 >= MIN_SOURCE_GA,
+        "{} GA {:.4} < floor {MIN_SOURCE_GA}",
+        worst.1,
+        worst.0
     );
 }

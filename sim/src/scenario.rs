@@ -98,7 +98,7 @@ pub const LIBRARY: &[ScenarioSpec] = &[
             "allowlist/new_path",
             "allowlist/new_function",
             "process_value/setpoint_out_of_range",
-            "process_value/value_out_of_envelope",
+            "process_value/process_deviation",
         ],
         default_duration_s: 60,
     },

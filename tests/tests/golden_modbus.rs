@@ -31,7 +31,7 @@ use mamori_models::{Anomaly, Event, FlowEvent, ModbusEvent, Timestamp, Values};
 use mamori_tests::modbus_plant::UNIT_SERVER_ID_WITH_DATA;
 use mamori_tests::modbus_script::{Op, Outcome, Session, full_script, record_session};
 use mamori_tests::pcapgen::{
-    Capture, Ending, Link, Opening, Segmentation, Shape, Side, synthesise,
+    Capture, Ending, Link, Opening, Segmentation, Shape, Side, TcpConversation, synthesise,
 };
 use tokio_modbus::Response;
 
@@ -595,6 +595,201 @@ fn midstream_pickup_starting_with_a_response() {
     assert_flow(&r, &shape, &capture, "OTH");
     // Nothing was lost inside the capture: the stream starts where the capture does.
     assert_eq!(r.report.counters.tcp_gaps, 0);
+}
+
+// --- Reconnaissance and connections an attacker shapes ------------------------------------------
+
+/// tshark's count of Modbus/TCP PDUs in a capture (every MBAP ADU, several per frame
+/// included), or `None` (with the reason printed) when tshark is not installed.
+fn tshark_pdus(pcap: &[u8]) -> Option<usize> {
+    if std::process::Command::new("tshark")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        if std::env::var_os("MAMORI_REQUIRE_TSHARK").is_some_and(|v| v == "1") {
+            panic!("MAMORI_REQUIRE_TSHARK=1 but tshark is not installed");
+        }
+        eprintln!("tshark comparison skipped: tshark is not installed");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("capture.pcap");
+    std::fs::write(&path, pcap).unwrap();
+    let out = std::process::Command::new("tshark")
+        .args(["-r", &path.to_string_lossy(), "-Y", "mbtcp", "-T", "fields"])
+        .args(["-e", "mbtcp.trans_id"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split(',').count())
+            .sum(),
+    )
+}
+
+fn pdu_count(events: &[ModbusEvent]) -> usize {
+    events
+        .iter()
+        .map(|e| usize::from(e.request.is_some()) + usize::from(e.response.is_some()))
+        .sum()
+}
+
+const SCANNER: &str = "10.20.0.66:40123";
+const SCAN_START_US: i64 = 1_709_251_200_000_000;
+
+#[test]
+fn function_code_scan_is_decoded_every_code_and_pdu_counts_equal_tsharks() {
+    use mamori_tests::modbus_recon::{IMPLEMENTED, function_code_scan};
+    // Every code, 0 and the exception-bit codes included. Before: code 0 made the flow
+    // "not Modbus" and nothing of the scan was reported.
+    let pcap = function_code_scan(
+        addr(SCANNER),
+        addr(SERVER_V4),
+        SCAN_START_US,
+        0..=255,
+        5_000,
+    );
+    let r = replay_bytes(&pcap, PipelineConfig::default());
+    assert_eq!(r.modbus.len(), 256);
+    for (code, e) in (0..=255u8).zip(&r.modbus) {
+        assert_eq!(e.tid, u16::from(code) + 1);
+        assert_eq!(e.func, code & 0x7F, "{e:?}");
+        assert!(e.request.is_some() && e.response.is_some(), "{e:?}");
+        let answered = IMPLEMENTED.contains(&code);
+        assert_eq!(e.exception_code, (!answered).then_some(1), "{e:?}");
+        if !answered {
+            assert_eq!(e.exception.as_deref(), Some("ILLEGAL_FUNCTION"));
+        }
+    }
+    assert_eq!(r.flows.len(), 1);
+    assert_eq!(r.flows[0].service.as_deref(), Some("modbus"));
+    assert_eq!(r.report.counters.modbus_resynchronisations, 0);
+    if let Some(theirs) = tshark_pdus(&pcap) {
+        assert_eq!(pdu_count(&r.modbus), theirs);
+    }
+}
+
+#[test]
+fn unit_id_scans_are_decoded_and_pdu_counts_equal_tsharks() {
+    use mamori_tests::modbus_recon::{DEVICE_UNIT, OtherUnits, unit_id_scan};
+    for others in [OtherUnits::GatewayException, OtherUnits::Silent] {
+        let pcap = unit_id_scan(
+            addr(SCANNER),
+            addr(SERVER_V4),
+            SCAN_START_US,
+            0..=255,
+            others,
+            5_000,
+        );
+        let r = replay_bytes(&pcap, PipelineConfig::default());
+        assert_eq!(r.modbus.len(), 256, "{others:?}");
+        let units: Vec<u8> = r.modbus.iter().map(|e| e.unit).collect();
+        assert_eq!(units, (0..=255).collect::<Vec<u8>>());
+        for e in &r.modbus {
+            let answered = e.unit == DEVICE_UNIT || others == OtherUnits::GatewayException;
+            assert_eq!(e.response.is_some(), answered, "{others:?} {e:?}");
+            if e.unit != DEVICE_UNIT && answered {
+                assert_eq!(e.exception_code, Some(0x0B));
+            }
+        }
+        if let Some(theirs) = tshark_pdus(&pcap) {
+            assert_eq!(pdu_count(&r.modbus), theirs, "{others:?}");
+        }
+    }
+}
+
+#[test]
+fn capture_starting_inside_an_adu_decodes_what_follows() {
+    // The capture starts after the first 5 bytes of the first request: its first segment is
+    // the rest of an ADU. Before: that segment made the whole connection "not Modbus".
+    let dialogue = &session().dialogue;
+    let mut c = TcpConversation::new(
+        Link::Ethernet,
+        addr(CLIENT_V4),
+        addr(SERVER_V4),
+        SCAN_START_US,
+        250,
+    );
+    let first = &dialogue[0];
+    assert_eq!(first.from, Side::Client);
+    c.lose(Side::Client, 5);
+    c.data(Side::Client, &first.bytes[5..]);
+    for m in &dialogue[1..] {
+        c.data(m.from, &m.bytes);
+        c.ack(m.from.other());
+    }
+    let pcap = c.to_pcap();
+    let r = replay_bytes(&pcap, PipelineConfig::default());
+    let want: Vec<ModbusEvent> = baseline_untimed()
+        .into_iter()
+        .filter(|e| e.tid != 0)
+        .collect();
+    let got: Vec<ModbusEvent> = by_tid(r.modbus.clone())
+        .iter()
+        .filter(|e| e.tid != 0)
+        .map(untimed)
+        .collect();
+    assert_same_events(&got, &want, "picked up inside the first ADU");
+    assert_eq!(r.flows[0].service.as_deref(), Some("modbus"));
+}
+
+/// The replica of the Digital Bond function-code scan (part 2): committed so that the agent's
+/// corpus test can read it, rebuilt here byte for byte; every PDU decoded, as many as tshark.
+/// Before: its first request (code 0) made the connection "not Modbus", 0 of 281 PDUs.
+#[test]
+fn committed_fc_scan_replica_is_reproducible_and_counts_equal_tsharks() {
+    use mamori_tests::modbus_recon::digital_bond_part2_replica;
+    let path = golden_dir().join("modbus_fc_scan_part2_replica.pcap");
+    let fresh = digital_bond_part2_replica(
+        addr("192.168.66.235:2582"),
+        addr("166.161.16.230:502"),
+        1_093_530_292_212_845,
+    );
+    if std::env::var_os("MAMORI_BLESS").is_some_and(|v| v == "1") {
+        std::fs::write(&path, &fresh).unwrap();
+    }
+    let committed = std::fs::read(&path)
+        .expect("golden/modbus_fc_scan_part2_replica.pcap (MAMORI_BLESS=1 writes it)");
+    assert!(
+        committed == fresh,
+        "the replica no longer builds byte for byte"
+    );
+    let r = replay_path(&path, PipelineConfig::default());
+    assert_eq!(r.modbus.len(), 141);
+    assert_eq!(pdu_count(&r.modbus), 281);
+    assert!(r.modbus.iter().all(|e| e.tid == 0 && e.unit == 1));
+    let exceptions = r
+        .modbus
+        .iter()
+        .filter(|e| e.exception_code.is_some())
+        .count();
+    assert_eq!(exceptions, 130);
+    let funcs: Vec<u8> = r.modbus.iter().take(128).map(|e| e.func).collect();
+    assert_eq!(funcs, (0..=127).collect::<Vec<u8>>());
+    // Requests and responses pair in order although every transaction id is 0.
+    assert!(
+        r.modbus[..140].iter().all(|e| e.response.is_some()
+            && !e.anomalies.contains(&Anomaly::UnsolicitedResponse)
+            && !e.anomalies.contains(&Anomaly::DuplicateTransactionId)),
+        "{:#?}",
+        r.modbus
+    );
+    assert!(
+        r.modbus[140]
+            .anomalies
+            .contains(&Anomaly::UnansweredRequest)
+    );
+    if let Some(theirs) = tshark_pdus(&fresh) {
+        assert_eq!(theirs, 281);
+    }
 }
 
 // --- Committed goldens ----------------------------------------------------------------------------

@@ -131,3 +131,66 @@ fn rogue_write_through_a_capture_is_detected_and_polling_is_quiet() {
         "{alerts:#?}"
     );
 }
+
+/// Reconnaissance through a capture: a host never seen probes the PLC for its function codes
+/// (0 to 255, ILLEGAL FUNCTION for what it lacks), then for the unit ids behind it (0 to 255,
+/// the gateway's exception for the absent ones). Each scan raises its alert, with its
+/// ATT&CK for ICS technique. Before: the function-code scan opened with code 0, the agent
+/// judged the connection "not Modbus" and nothing of it reached the detectors.
+#[test]
+fn function_code_and_unit_id_scans_through_a_capture_raise_reconnaissance_alerts() {
+    use mamori_tests::modbus_recon::{OtherUnits, function_code_scan, unit_id_scan};
+    let tmp = tempfile::tempdir().unwrap();
+    let learn = replay(&[("learn.pcap", polling(T0_US, 120))], tmp.path());
+    let start = T0_US + 200_000_000;
+    let scanner: SocketAddr = "192.0.2.66:40001".parse().unwrap();
+    let plc: SocketAddr = "192.0.2.21:502".parse().unwrap();
+    let fc_at = start + 10_000_000;
+    let unit_at = start + 30_000_000;
+    let attacked = replay(
+        &[
+            ("poll.pcap", polling(start, 60)),
+            (
+                "fc_scan.pcap",
+                function_code_scan(scanner, plc, fc_at, 0..=255, 20_000),
+            ),
+            (
+                "unit_scan.pcap",
+                unit_id_scan(
+                    SocketAddr::new(scanner.ip(), 40002),
+                    plc,
+                    unit_at,
+                    0..=255,
+                    OtherUnits::GatewayException,
+                    20_000,
+                ),
+            ),
+        ],
+        tmp.path(),
+    );
+    let scanned = attacked
+        .iter()
+        .filter(|e| matches!(e, Event::Modbus(m) if m.src_ip == scanner.ip()))
+        .count();
+    assert_eq!(scanned, 512, "every probe of both scans is decoded");
+    let alerts = analyse(&learn, &attacked);
+    let one = |kind: &str| {
+        let found: Vec<&Alert> = alerts.iter().filter(|a| a.kind == kind).collect();
+        assert_eq!(found.len(), 1, "{kind}: {alerts:#?}");
+        found[0]
+    };
+    let fc = one("function_scan");
+    assert_eq!(fc.src_ip, Some(scanner.ip()));
+    assert!(fc.ts.as_micros() >= fc_at && fc.ts.as_micros() < fc_at + 1_000_000);
+    assert_eq!(fc.attack, ["T0888"], "Remote System Information Discovery");
+    assert!(
+        !fc.evidence.contains_key("technique"),
+        "in `attack`, not evidence"
+    );
+    let unit = one("unit_scan");
+    assert_eq!(unit.src_ip, Some(scanner.ip()));
+    assert!(unit.ts.as_micros() >= unit_at && unit.ts.as_micros() < unit_at + 1_000_000);
+    assert_eq!(unit.attack, ["T0846"], "Remote System Discovery");
+    // The learned unit (1) is no part of the unit scan.
+    assert_eq!(unit.evidence["units"], serde_json::json!([0, 2, 3, 4, 5]));
+}

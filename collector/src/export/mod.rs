@@ -191,6 +191,7 @@ pub fn impact_of(alert: &Alert) -> Impact {
             | "new_function"
             | "address_out_of_range"
             | "function_scan"
+            | "unit_scan"
             | "address_scan"
             | "address_sweep"
             | "exception_burst"
@@ -247,6 +248,7 @@ pub fn service_impact(detail: &IncidentDetail) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
     use super::*;
+    use mamori_models::detect::Severity;
 
     #[test]
     fn stix_time_is_millisecond_precision_with_z() {
@@ -273,6 +275,36 @@ mod tests {
         assert_eq!(human_duration(192_000), "3 min 12 s");
         assert_eq!(human_duration(7_500_000), "2 h 5 min");
         assert_eq!(human_duration(273_600_000), "3 d 4 h");
+    }
+
+    /// A scan is reconnaissance, whichever id space it walks, unless its probes write.
+    #[test]
+    fn scans_are_reconnaissance_unless_they_write() {
+        let scan = |kind: &str, func: u64| {
+            let stored = fixtures::alert(
+                1,
+                0,
+                DetectorName::Protocol,
+                kind,
+                Severity::High,
+                "a scan",
+                Some("10.0.0.66"),
+                Some("10.0.0.21"),
+                Some("10.0.0.21"),
+                "10.0.0.66>10.0.0.21",
+                &[("func", serde_json::json!(func))],
+            );
+            impact_of(&stored.alert)
+        };
+        for kind in [
+            "function_scan",
+            "unit_scan",
+            "address_scan",
+            "address_sweep",
+        ] {
+            assert_eq!(scan(kind, 3), Impact::Reconnaissance, "{kind}");
+        }
+        assert_eq!(scan("unit_scan", 6), Impact::ProcessControl);
     }
 
     #[test]

@@ -617,8 +617,14 @@ fn detection(sa: &StoredAlert, observed_data_ref: Option<&str>) -> Value {
 /// something new is not a rogue host.
 fn rogue_source(a: &Alert) -> Option<IpAddr> {
     let src = a.src_ip?;
-    (a.detector == DetectorName::Allowlist && a.kind == "new_host" && a.subject == src.to_string())
-        .then_some(src)
+    // The subject is the host itself, per service class (`10.0.0.66/modbus`), or the host
+    // alone in alerts stored before service classes.
+    let host = src.to_string();
+    let about_src = a
+        .subject
+        .strip_prefix(host.as_str())
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    (a.detector == DetectorName::Allowlist && a.kind == "new_host" && about_src).then_some(src)
 }
 
 fn indicator(

@@ -165,6 +165,30 @@ pub(crate) fn round_score(s: f64) -> f64 {
     }
 }
 
+/// Evidence lists that a repeat adds to instead of being dropped: a process deviation grows
+/// with the registers involved, a new host's alert with the devices it reached.
+pub const MERGED_LISTS: [&str; 2] = ["registers", "targets"];
+/// Entries kept in a merged list.
+const MAX_MERGED: usize = 64;
+
+fn merge_lists(into: &mut Evidence, from: &Evidence) {
+    for key in MERGED_LISTS {
+        let (Some(serde_json::Value::Array(new)), Some(serde_json::Value::Array(have))) =
+            (from.get(key), into.get_mut(key))
+        else {
+            continue;
+        };
+        for v in new {
+            if have.len() >= MAX_MERGED {
+                break;
+            }
+            if !have.contains(v) {
+                have.push(v.clone());
+            }
+        }
+    }
+}
+
 /// Collects alerts and folds repeats. Bounded: beyond `max_alerts` distinct alerts held, new
 /// ones are counted in `dropped` and lost. Offline, everything is taken at the end
 /// ([`AlertBook::into_sorted`]); online, [`AlertBook::drain`] hands out what is new or has
@@ -210,6 +234,7 @@ impl AlertBook {
                 a.summary = r.summary;
             }
             a.score = a.score.max(round_score(r.score));
+            merge_lists(&mut a.evidence, &r.evidence);
             self.changed.insert(id);
             return;
         }

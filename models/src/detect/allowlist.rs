@@ -280,6 +280,35 @@ fn path_of(f: &FlowEvent) -> PathKey {
     }
 }
 
+/// What a server port offers, in the classes an intrusion moves through. A never-seen host
+/// gets one alert per class it uses, so that each stage (Modbus to a controller, then SMB to
+/// the HMI) is raised when it happens, while a port scan makes a handful of alerts rather than
+/// one per port.
+pub(crate) fn service_class(transport: Transport, port: u16) -> &'static str {
+    match (transport, port) {
+        (Transport::Icmp, _) => "icmp",
+        (_, 502) => "modbus",
+        (_, 20_000 | 2404 | 102 | 44_818 | 2222 | 47_808 | 4840 | 34_962..=34_964) => "ics",
+        (_, 22 | 23 | 3389 | 5900..=5903 | 5985 | 5986) => "remote_access",
+        (_, 139 | 445) => "file_share",
+        (_, 135 | 593) => "rpc",
+        (_, 80 | 443 | 8080 | 8443) => "web",
+        (_, 21 | 69 | 989 | 990) => "file_transfer",
+        (_, 53 | 137 | 138 | 5353 | 5355) => "name_service",
+        (_, 123) => "time",
+        (_, 67 | 68 | 546 | 547) => "dhcp",
+        (_, 161 | 162) => "snmp",
+        (_, 514 | 601 | 6514) => "syslog",
+        _ => "other",
+    }
+}
+
+/// Infrastructure chatter between hosts that are both known (name resolution, time, address
+/// configuration): a new path of it is an observation, not an alert.
+fn is_infrastructure(class: &str) -> bool {
+    matches!(class, "name_service" | "time" | "dhcp")
+}
+
 fn transport_name(t: Transport) -> &'static str {
     match t {
         Transport::Tcp => "tcp",
@@ -328,12 +357,19 @@ impl AllowlistDetector {
             ("orig_bytes", json!(f.orig_bytes)),
             ("resp_bytes", json!(f.resp_bytes)),
             ("service", json!(f.service)),
+            (
+                "service_class",
+                json!(service_class(f.transport, f.dst_port)),
+            ),
         ]);
+        let class = service_class(f.transport, f.dst_port);
         if !src_known || !dst_known {
+            // One alert per never-seen host and service class: a new stage (SMB after
+            // Modbus) is raised on its own, when it happens.
             let (host, subject) = if !src_known {
-                (f.src_ip, format!("{}", f.src_ip))
+                (f.src_ip, format!("{}/{class}", f.src_ip))
             } else {
-                (f.dst_ip, format!("dst_of:{}", f.src_ip))
+                (f.dst_ip, format!("dst_of:{}/{class}", f.src_ip))
             };
             // A host that only announces itself to a broadcast or multicast group (DHCP,
             // NetBIOS, mDNS) cannot reach a controller by doing so: recorded, not raised. The
@@ -345,6 +381,9 @@ impl AllowlistDetector {
             } else {
                 Severity::Medium
             };
+            let mut ev = ev;
+            let reached = if src_known { f.src_ip } else { f.dst_ip };
+            ev.insert("targets".into(), json!([reached.to_string()]));
             book.raise(Raise {
                 ts: f.ts,
                 detector: DetectorName::Allowlist,
@@ -367,8 +406,9 @@ impl AllowlistDetector {
         if base.paths.contains_key(&key) {
             return;
         }
-        // Known hosts announcing to a group: background chatter, recorded but not raised.
-        let severity = if group_dst {
+        // Known hosts announcing to a group, or resolving names and setting clocks with each
+        // other: background chatter, recorded but not raised.
+        let severity = if group_dst || is_infrastructure(class) {
             Severity::Info
         } else {
             Severity::Medium
@@ -394,7 +434,9 @@ impl AllowlistDetector {
             src_ip: Some(f.src_ip),
             dst_ip: Some(f.dst_ip),
             asset: Some(f.dst_ip.to_string()),
-            subject: format!("{}>{}", f.src_ip, f.dst_ip),
+            // Per service class, so that a new stage between two known hosts (SMB after name
+            // lookups) is raised on its own.
+            subject: format!("{}>{}/{class}", f.src_ip, f.dst_ip),
             score: severity.base_score(),
             evidence: ev,
         });
@@ -424,6 +466,7 @@ impl AllowlistDetector {
         if !src_known || !dst_known {
             novelty.new_function = true;
             let host = if src_known { ev.dst_ip } else { ev.src_ip };
+            let reached = if src_known { ev.src_ip } else { ev.dst_ip };
             let severity = fsev.max(Severity::High);
             book.raise(Raise {
                 ts: ev.ts,
@@ -437,9 +480,18 @@ impl AllowlistDetector {
                 src_ip: Some(ev.src_ip),
                 dst_ip: Some(ev.dst_ip),
                 asset: Some(asset()),
-                subject: format!("{host}"),
+                // The same subject as the host's flows on this port (see `flow`).
+                subject: if src_known {
+                    format!("dst_of:{}/{}", ev.src_ip, service_class(Transport::Tcp, ev.dst_port))
+                } else {
+                    format!("{host}/{}", service_class(Transport::Tcp, ev.dst_port))
+                },
                 score: severity.base_score(),
-                evidence: base_ev(),
+                evidence: {
+                    let mut e = base_ev();
+                    e.insert("targets".into(), json!([reached.to_string()]));
+                    e
+                },
             });
             return novelty;
         }
@@ -564,5 +616,112 @@ impl AllowlistDetector {
             });
         }
         novelty
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    use std::borrow::Cow;
+
+    use super::*;
+    use crate::detect::Alert;
+
+    fn flow(t_s: i64, src: [u8; 4], dst: [u8; 4], transport: Transport, port: u16) -> FlowEvent {
+        let ts = Timestamp::from_micros((1_714_557_600 + t_s) * 1_000_000);
+        FlowEvent {
+            ts,
+            end_ts: ts,
+            transport,
+            src_ip: src.into(),
+            src_port: 50_000,
+            dst_ip: dst.into(),
+            dst_port: port,
+            service: None,
+            orig_pkts: 3,
+            orig_bytes: 100,
+            resp_pkts: 3,
+            resp_bytes: 100,
+            state: Cow::Borrowed("SF"),
+            reason: Cow::Borrowed("fin"),
+            anomalies: Vec::new(),
+        }
+    }
+
+    const HMI: [u8; 4] = [10, 0, 0, 2];
+    const PLC: [u8; 4] = [10, 0, 0, 5];
+    const HISTORIAN: [u8; 4] = [10, 0, 0, 3];
+    const ROGUE: [u8; 4] = [10, 0, 0, 66];
+
+    fn run(flows: &[FlowEvent]) -> Vec<Alert> {
+        let mut base = AllowlistBaseline::default();
+        let mut over = Overflow::default();
+        for t in 0..10 {
+            base.learn_flow(
+                &flow(t, HMI, PLC, Transport::Tcp, 502),
+                &Limits::default(),
+                &mut over,
+            );
+            base.learn_flow(
+                &flow(t, HISTORIAN, HMI, Transport::Tcp, 1433),
+                &Limits::default(),
+                &mut over,
+            );
+        }
+        let mut book = AlertBook::new(600_000_000, 100);
+        for f in flows {
+            AllowlistDetector::flow(&base, None, f, &mut book);
+        }
+        book.into_sorted()
+    }
+
+    #[test]
+    fn each_new_stage_of_a_new_host_is_its_own_alert() {
+        let alerts = run(&[
+            flow(100, ROGUE, PLC, Transport::Tcp, 502),
+            flow(110, ROGUE, [10, 0, 0, 6], Transport::Tcp, 502),
+            // Minutes later, SMB to the HMI: lateral movement.
+            flow(400, ROGUE, HMI, Transport::Tcp, 445),
+            flow(401, ROGUE, HMI, Transport::Tcp, 445),
+        ]);
+        let seen: Vec<(i64, &str, u64)> = alerts
+            .iter()
+            .map(|a| {
+                (
+                    a.ts.as_micros() / 1_000_000 - 1_714_557_600,
+                    a.subject.as_str(),
+                    a.count,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (100, "10.0.0.66/modbus", 2),
+                (400, "10.0.0.66/file_share", 2)
+            ]
+        );
+        assert!(alerts.iter().all(|a| a.severity == Severity::Medium));
+    }
+
+    #[test]
+    fn name_and_time_chatter_between_known_hosts_is_an_observation() {
+        let alerts = run(&[
+            flow(100, HISTORIAN, HMI, Transport::Udp, 137),
+            flow(100, HMI, HISTORIAN, Transport::Udp, 123),
+            flow(100, HISTORIAN, PLC, Transport::Tcp, 502),
+        ]);
+        let seen: Vec<(&str, Severity)> = alerts
+            .iter()
+            .map(|a| (a.kind.as_str(), a.severity))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("new_path", Severity::Info),
+                ("new_path", Severity::Info),
+                ("new_path", Severity::Medium)
+            ]
+        );
     }
 }

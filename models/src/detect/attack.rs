@@ -175,8 +175,13 @@ pub fn techniques_for(
                 &["T0861"]
             }
         }
-        (D::Protocol, "function_scan" | "unit_scan" | "unit_id_scan") => &["T0846", "T0888"],
-        (D::Protocol, "address_scan" | "address_sweep") => &["T0861", "T0846"],
+        // A unit-id scan lists the devices behind one address: which systems exist.
+        (D::Protocol, "unit_scan") => &["T0846"],
+        // A function-code scan learns what one known device implements, not which devices exist.
+        (D::Protocol, "function_scan") => &["T0888"],
+        // Probing addresses outside the learned ranges finds the device's points (its memory
+        // locations) and so its register map.
+        (D::Protocol, "address_scan" | "address_sweep") => &["T0861", "T0888"],
         (D::Protocol, "exception_burst") => &["T0888"],
         (D::Protocol, "unanswered_requests") => &["T0814"],
         (D::Protocol, "agent_anomaly") => &["T0866"],
@@ -201,8 +206,8 @@ pub fn techniques_for(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
     use super::*;
     use serde_json::json;
 
@@ -233,6 +238,9 @@ mod tests {
                 "missing_polls",
                 "x",
                 "function_scan",
+                "unit_scan",
+                "address_scan",
+                "address_sweep",
             ] {
                 for e in [
                     ev(&[]),
@@ -257,7 +265,7 @@ mod tests {
         );
         assert_eq!(
             techniques_for(DetectorName::Protocol, "function_scan", &ev(&[]))[0],
-            "T0846"
+            "T0888"
         );
         assert_eq!(
             techniques_for(DetectorName::PollingCycle, "request_flood", &ev(&[]))[0],
@@ -281,5 +289,41 @@ mod tests {
             technique("T0855").unwrap().url(),
             "https://attack.mitre.org/techniques/T0855/"
         );
+    }
+
+    /// Reconnaissance alerts: a unit-id scan looks for devices, the others map one device. The
+    /// evidence the detector attaches (the units, functions or addresses tried) changes nothing.
+    #[test]
+    fn reconnaissance_alerts_name_discovery_of_systems_or_of_a_system() {
+        let names = |kind: &str, e: &Evidence| -> Vec<&str> {
+            techniques_for(DetectorName::Protocol, kind, e)
+                .iter()
+                .map(|id| technique(id).unwrap().name)
+                .collect()
+        };
+        let units = ev(&[("units", json!([2, 3, 4, 5, 6])), ("func", json!(3))]);
+        assert_eq!(names("unit_scan", &units), ["Remote System Discovery"]);
+        let funcs = ev(&[("functions", json!([0, 1, 2, 3])), ("dst_port", json!(502))]);
+        assert_eq!(
+            names("function_scan", &funcs),
+            ["Remote System Information Discovery"]
+        );
+        for kind in ["address_scan", "address_sweep"] {
+            let addresses = ev(&[("distinct_addresses", json!(16))]);
+            assert_eq!(
+                names(kind, &addresses),
+                [
+                    "Point & Tag Identification",
+                    "Remote System Information Discovery"
+                ],
+                "{kind}"
+            );
+        }
+        // Both under the Discovery tactic, beside the other reconnaissance findings.
+        for kind in ["unit_scan", "function_scan"] {
+            for id in techniques_for(DetectorName::Protocol, kind, &ev(&[])) {
+                assert_eq!(technique(id).unwrap().tactic, "Discovery", "{kind}");
+            }
+        }
     }
 }

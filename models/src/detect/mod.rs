@@ -158,12 +158,7 @@ impl DetectConfig {
         if self.cycle.min_intervals < 2 {
             problems.push("cycle.min_intervals must be at least 2");
         }
-        if self.values.step_factor.is_nan() || self.values.step_factor < 1.0 {
-            problems.push("values.step_factor must be at least 1");
-        }
-        if self.values.envelope_margin_ratio.is_nan() || self.values.envelope_margin_ratio < 0.0 {
-            problems.push("values.envelope_margin_ratio must not be negative");
-        }
+        self.values.problems(&mut problems);
         self.windows.problems(&mut problems);
         self.syslog.problems(&mut problems);
         if self.limits.max_alerts == 0 {

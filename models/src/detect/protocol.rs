@@ -1,8 +1,11 @@
 //! Protocol anomalies: the agent's anomaly flags that a path did not show during learning,
 //! bursts of exception responses (an address sweep answers with ILLEGAL DATA ADDRESS),
-//! requests left unanswered (a device that stopped answering), and function-code and
-//! address scans (many new functions or out-of-range addresses from one client in a
+//! requests left unanswered (a device that stopped answering), and function-code, unit-id and
+//! address scans (many new functions, units or out-of-range addresses from one client in a
 //! minute).
+//!
+//! Their ATT&CK for ICS techniques come from [`super::attack::techniques_for`], like every
+//! alert's: the evidence here holds only what the traffic showed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -27,6 +30,34 @@ const MAX_WINDOW_ADDRESSES: usize = 64;
 const FUNCTION_SCAN_MIN: u32 = 3;
 /// Out-of-range start addresses in one window that make an address scan.
 const ADDRESS_SCAN_MIN: usize = 16;
+/// Unit ids never seen on a server, addressed by one client in one window, that make a unit-id
+/// scan. A gateway's legitimate new unit comes alone; a scanner walks the id space.
+const UNIT_SCAN_MIN: u32 = 5;
+
+/// A set of unit ids (or 8-bit codes) as a 256-bit mask.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ByteSet([u128; 2]);
+
+impl ByteSet {
+    fn insert(&mut self, b: u8) {
+        let word = usize::from(b >> 7);
+        if let Some(w) = self.0.get_mut(word) {
+            *w |= 1u128 << (b & 0x7F);
+        }
+    }
+
+    fn len(&self) -> u32 {
+        self.0.iter().map(|w| w.count_ones()).sum()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u8> + '_ {
+        (0..=255u8).filter(|&b| {
+            self.0
+                .get(usize::from(b >> 7))
+                .is_some_and(|w| w >> (b & 0x7F) & 1 == 1)
+        })
+    }
+}
 
 type Pair = (IpAddr, IpAddr);
 
@@ -41,6 +72,10 @@ pub struct ProtocolBaseline {
     /// Most unanswered requests seen by a server in one scan window.
     #[serde(with = "super::entries")]
     pub peak_unanswered: BTreeMap<IpAddr, u32>,
+    /// Unit ids each server was addressed on during learning (absent in baselines written
+    /// before unit-id scans were detected: every unit is then new).
+    #[serde(default, with = "super::entries")]
+    pub units: BTreeMap<IpAddr, BTreeSet<u8>>,
 }
 
 impl ProtocolBaseline {
@@ -51,6 +86,7 @@ impl ProtocolBaseline {
                 self.peak_exceptions
                     .retain(|(c, s), _| *c != ip && *s != ip);
                 self.peak_unanswered.remove(&ip);
+                self.units.remove(&ip);
             }
             Scope::Channel { .. } => {}
         }
@@ -66,6 +102,13 @@ impl ProtocolBaseline {
             let e = self.peak_unanswered.entry(k).or_default();
             *e = (*e).max(v);
         }
+        for (k, v) in other.units {
+            self.units.entry(k).or_default().extend(v);
+        }
+    }
+
+    fn knows_unit(&self, server: IpAddr, unit: u8) -> bool {
+        self.units.get(&server).is_some_and(|u| u.contains(&unit))
     }
 }
 
@@ -131,6 +174,15 @@ pub(crate) struct ProtocolLearner {
 
 impl ProtocolLearner {
     pub(crate) fn observe(&mut self, ev: &ModbusEvent, limits: &Limits, over: &mut Overflow) {
+        if ev.request.is_some() {
+            if let Some(units) = self.base.units.get_mut(&ev.dst_ip) {
+                units.insert(ev.unit);
+            } else if self.base.units.len() < limits.max_hosts {
+                self.base.units.insert(ev.dst_ip, BTreeSet::from([ev.unit]));
+            } else {
+                over.hosts += 1;
+            }
+        }
         for &a in &ev.anomalies {
             if self.base.anomalies.len() < limits.max_functions {
                 self.base.anomalies.insert((ev.src_ip, ev.dst_ip, a));
@@ -191,6 +243,9 @@ struct PathState {
     function_scan_alerted: bool,
     out_of_range: BTreeSet<u16>,
     address_scan_alerted: bool,
+    unit_scan: Window,
+    new_units: ByteSet,
+    unit_scan_alerted: bool,
 }
 
 /// Checks transactions for protocol anomalies.
@@ -321,6 +376,47 @@ impl ProtocolDetector {
             }
         }
 
+        // Unit-id scan: one client addressing many units the server never had. Only requests
+        // count (a lone response is the server speaking); answered or not, each probe does.
+        if ev.request.is_some() && !base.knows_unit(ev.dst_ip, ev.unit) {
+            if st.unit_scan.hit(ev.ts, SCAN_WINDOW_US) {
+                st.new_units = ByteSet::default();
+                st.unit_scan_alerted = false;
+            }
+            st.new_units.insert(ev.unit);
+            let n = st.new_units.len();
+            if n >= UNIT_SCAN_MIN && !st.unit_scan_alerted {
+                st.unit_scan_alerted = true;
+                let units: Vec<u8> = st.new_units.iter().collect();
+                let known: Vec<u8> = base
+                    .units
+                    .get(&ev.dst_ip)
+                    .map(|u| u.iter().copied().take(32).collect())
+                    .unwrap_or_default();
+                book.raise(Raise {
+                    ts: ev.ts,
+                    detector: DetectorName::Protocol,
+                    kind: "unit_scan",
+                    severity: Severity::High,
+                    summary: format!(
+                        "{} addressed {n} unit ids on {} within a minute that were never used there: a unit-id scan for the devices behind it.",
+                        ev.src_ip, ev.dst_ip
+                    ),
+                    src_ip: Some(ev.src_ip),
+                    dst_ip: Some(ev.dst_ip),
+                    asset: Some(ev.dst_ip.to_string()),
+                    subject: format!("{}>{}", ev.src_ip, ev.dst_ip),
+                    score: 0.85,
+                    evidence: evidence([
+                        ("units", json!(units)),
+                        ("distinct_units", json!(n)),
+                        ("func", json!(ev.func)),
+                        ("baseline_units", json!(known)),
+                    ]),
+                });
+            }
+        }
+
         let illegal_function = ev.exception_code == Some(1);
         if !(novelty.new_function || novelty.out_of_range || illegal_function) {
             return;
@@ -430,5 +526,189 @@ impl ProtocolDetector {
                 ]),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use std::borrow::Cow;
+
+    use super::*;
+    use crate::detect::{Alert, Baseline, DetectConfig, Detector, Learner};
+    use crate::event::{Event, ModbusPdu};
+
+    const HMI: &str = "10.0.0.10";
+    const PLC: &str = "10.0.0.21";
+    const SCANNER: &str = "10.0.0.66";
+
+    /// A transaction at `ms` milliseconds: a request of `func` to `unit`, answered normally,
+    /// with exception `exception`, or not at all (`answered` false).
+    fn tx(src: &str, unit: u8, func: u8, ms: i64, answered: bool, exception: Option<u8>) -> Event {
+        let ts = Timestamp::from_micros(1_700_000_000_000_000 + ms * 1000);
+        let request = ModbusPdu {
+            ts,
+            len: 6,
+            address: Some(0),
+            quantity: Some(1),
+            ..ModbusPdu::default()
+        };
+        let response = answered.then(|| ModbusPdu {
+            ts,
+            len: if exception.is_some() { 3 } else { 5 },
+            ..ModbusPdu::default()
+        });
+        Event::Modbus(ModbusEvent {
+            ts,
+            src_ip: src.parse().unwrap(),
+            src_port: 40000,
+            dst_ip: PLC.parse().unwrap(),
+            dst_port: 502,
+            tid: 1,
+            unit,
+            func,
+            func_name: Cow::Borrowed("x"),
+            request: Some(request),
+            response,
+            exception: exception.map(|_| Cow::Borrowed("x")),
+            exception_code: exception,
+            latency_us: answered.then_some(500),
+            anomalies: if answered {
+                Vec::new()
+            } else {
+                vec![Anomaly::UnansweredRequest]
+            },
+        })
+    }
+
+    /// The HMI polls units `units` of the PLC with function 3 for ten minutes.
+    fn learned(units: &[u8]) -> Baseline {
+        let mut l = Learner::new(DetectConfig::default());
+        for i in 0..600 {
+            for &u in units {
+                l.observe(&tx(HMI, u, 3, i * 1000, true, None));
+            }
+        }
+        l.finish()
+    }
+
+    fn detect(base: Baseline, events: &[Event]) -> Vec<Alert> {
+        let mut d = Detector::new(base, DetectConfig::default()).unwrap();
+        events.iter().for_each(|e| d.observe(e));
+        d.finish().0
+    }
+
+    fn of_kind<'a>(alerts: &'a [Alert], kind: &str) -> Vec<&'a Alert> {
+        alerts.iter().filter(|a| a.kind == kind).collect()
+    }
+
+    const LATER_MS: i64 = 700_000;
+
+    #[test]
+    fn a_unit_id_scan_raises_one_remote_system_discovery_alert() {
+        for (answered, exception) in [(true, Some(0x0B)), (false, None), (true, None)] {
+            let scan: Vec<Event> = (0..=255u8)
+                .map(|u| {
+                    let (answered, exception) = if u == 1 {
+                        (true, None)
+                    } else {
+                        (answered, exception)
+                    };
+                    tx(
+                        SCANNER,
+                        u,
+                        3,
+                        LATER_MS + i64::from(u) * 20,
+                        answered,
+                        exception,
+                    )
+                })
+                .collect();
+            let alerts = detect(learned(&[1]), &scan);
+            let scans = of_kind(&alerts, "unit_scan");
+            assert_eq!(scans.len(), 1, "{alerts:#?}");
+            let a = scans[0];
+            assert_eq!(a.severity, Severity::High);
+            assert_eq!(a.attack, ["T0846"], "Remote System Discovery");
+            assert_eq!(a.evidence["distinct_units"], json!(UNIT_SCAN_MIN));
+            // The learned unit is no part of the scan's evidence.
+            assert_eq!(a.evidence["units"], json!([0, 2, 3, 4, 5]));
+            assert_eq!(a.evidence["baseline_units"], json!([1]));
+        }
+    }
+
+    #[test]
+    fn polling_the_units_of_a_gateway_and_one_new_unit_are_no_scan() {
+        let units: Vec<u8> = (1..=12).collect();
+        let base = learned(&units);
+        let mut later: Vec<Event> = units
+            .iter()
+            .map(|&u| tx(HMI, u, 3, LATER_MS + i64::from(u), true, None))
+            .collect();
+        // A device commissioned behind the gateway: new units, but fewer than a scan's.
+        for u in 13..13 + UNIT_SCAN_MIN as u8 - 1 {
+            later.push(tx(HMI, u, 3, LATER_MS + 100 + i64::from(u), true, None));
+        }
+        let alerts = detect(base, &later);
+        assert!(of_kind(&alerts, "unit_scan").is_empty(), "{alerts:#?}");
+    }
+
+    #[test]
+    fn new_units_spread_over_minutes_are_no_scan() {
+        let later: Vec<Event> = (2..40u8)
+            .map(|u| tx(HMI, u, 3, LATER_MS + i64::from(u) * 61_000, true, None))
+            .collect();
+        let alerts = detect(learned(&[1]), &later);
+        assert!(of_kind(&alerts, "unit_scan").is_empty(), "{alerts:#?}");
+    }
+
+    #[test]
+    fn a_function_code_scan_raises_one_remote_system_information_discovery_alert() {
+        // Codes 0..=127 on the learned unit; the PLC implements 3 and answers the rest with
+        // ILLEGAL FUNCTION.
+        let scan: Vec<Event> = (0..=127u8)
+            .map(|f| {
+                let exception = (f != 3).then_some(1);
+                tx(SCANNER, 1, f, LATER_MS + i64::from(f) * 20, true, exception)
+            })
+            .collect();
+        let alerts = detect(learned(&[1]), &scan);
+        let scans = of_kind(&alerts, "function_scan");
+        assert_eq!(scans.len(), 1, "{alerts:#?}");
+        assert_eq!(
+            scans[0].attack,
+            ["T0888"],
+            "Remote System Information Discovery"
+        );
+        // One unit only: no unit-id scan.
+        assert!(of_kind(&alerts, "unit_scan").is_empty(), "{alerts:#?}");
+    }
+
+    #[test]
+    fn units_are_learned_forgotten_and_read_from_older_baselines() {
+        let base = learned(&[1, 7]);
+        let plc: IpAddr = PLC.parse().unwrap();
+        assert_eq!(base.protocol.units[&plc], BTreeSet::from([1, 7]));
+        let json = base.to_json().unwrap();
+        assert_eq!(Baseline::from_json(&json).unwrap(), base);
+        // A baseline written before units were learned: every unit is new, nothing fails.
+        let older = json.replace(&format!(",\"units\":[[\"{PLC}\",[1,7]]]"), "");
+        assert_ne!(older, json, "the units entry was found and removed");
+        let old = Baseline::from_json(&older).unwrap();
+        assert!(old.protocol.units.is_empty());
+        let mut forgot = base.clone();
+        forgot.forget(&Scope::Asset(plc));
+        assert!(forgot.protocol.units.is_empty());
+    }
+
+    #[test]
+    fn byte_set_holds_all_256_values() {
+        let mut s = ByteSet::default();
+        for b in [0u8, 1, 127, 128, 255, 255] {
+            s.insert(b);
+        }
+        assert_eq!(s.len(), 5);
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![0, 1, 127, 128, 255]);
     }
 }

@@ -1,13 +1,17 @@
 //! Syslog templates: the messages each host's applications log, mined into templates
 //! ([`TemplateMiner`], one per application name) with their rates per (host, template) over the
-//! baseline period. Detection alerts on a template a host never logged (`new_syslog_template`),
-//! on one it logged only a couple of times (`rare_syslog_template`) and on a template whose count
-//! in a window is beyond what its learned rate makes plausible (`syslog_rate_burst`: a Poisson
-//! tail at 10⁻⁶ or twice the learned peak, whichever is higher, e.g. a burst of failed logins).
+//! baseline period. Detection reports a template a host never logged (`new_syslog_template`),
+//! one it logged only a couple of times (`rare_syslog_template`) and a template whose count in a
+//! window is beyond what its learned rate makes plausible (`syslog_rate_burst`: a Poisson tail
+//! at 10⁻⁶ or twice the learned peak, whichever is higher, e.g. a burst of failed logins).
 //!
-//! Severity is derived from the message, not from keywords: low by default, one step up for a
-//! message of the security facilities (auth 4, authpriv 10) or of syslog severity error or worse
-//! (≤ 3), two steps for alert or emergency (≤ 1).
+//! What pages and what is only recorded (docs/detection.md): a rare template that was seen
+//! while learning is an observation (info). A never-seen template is an alert only when it is
+//! security-relevant: from the security facilities (auth 4, authpriv 10), of syslog severity
+//! critical or worse (≤ 2), or of a family with an ATT&CK technique (logins, firmware, program
+//! downloads, restarts, mode changes, log clearing); any other new message is an observation.
+//! An alert's severity comes from the message: low by default, one step up for the security
+//! facilities or severity error or worse (≤ 3), two steps for alert or emergency (≤ 1).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -207,6 +211,21 @@ impl SyslogLearner {
 
     pub(crate) fn finish(self, _over: &mut Overflow) -> SyslogBaseline {
         let mut base = self.base;
+        // A template merged into another after its rate was recorded: its messages now count
+        // under the surviving id, which is the one detection will see. Peaks add up, an upper
+        // bound of the merged template's peak, so a merge never makes a burst out of normal.
+        let mut rates = BTreeMap::new();
+        for ((host, app, id), r) in std::mem::take(&mut base.rates) {
+            let id = base
+                .miners
+                .get(&app)
+                .and_then(|m| m.resolve(id))
+                .unwrap_or(id);
+            let e: &mut TemplateRate = rates.entry((host, app, id)).or_default();
+            e.count = e.count.saturating_add(r.count);
+            e.peak = e.peak.saturating_add(r.peak);
+        }
+        base.rates = rates;
         // Templates may have generalised after a rate was recorded: keep the final text.
         for ((_, app, id), r) in base.rates.iter_mut() {
             if let Some(v) = base.miners.get(app).and_then(|m| m.template(*id)) {
@@ -252,6 +271,14 @@ fn message_severity(ev: &SyslogEvent) -> Severity {
         s = Severity::High;
     }
     s
+}
+
+/// Whether a never-seen message deserves an alert rather than an observation.
+fn security_relevant(ev: &SyslogEvent, evidence: &super::Evidence) -> bool {
+    matches!(ev.facility, Some(4 | 10))
+        || ev.severity.is_some_and(|v| v <= 2)
+        || !super::attack::techniques_for(DetectorName::Syslog, "new_syslog_template", evidence)
+            .is_empty()
 }
 
 fn up(s: Severity) -> Severity {
@@ -316,11 +343,21 @@ impl SyslogDetector {
         match learned {
             None => {
                 let known_elsewhere = base.rates.keys().any(|(_, a, i)| *a == app && *i == id);
+                let evidence = common([
+                    ("learned_count", json!(0)),
+                    ("known_from_other_hosts", json!(known_elsewhere)),
+                    ("message", json!(ev.msg)),
+                ]);
+                let severity = if security_relevant(ev, &evidence) {
+                    msg_severity
+                } else {
+                    Severity::Info
+                };
                 book.raise(Raise {
                     ts: ev.ts,
                     detector: DetectorName::Syslog,
                     kind: "new_syslog_template",
-                    severity: msg_severity,
+                    severity,
                     summary: format!(
                         "{host} logged a message from {app} it never logged during learning: \"{template}\"."
                     ),
@@ -328,12 +365,8 @@ impl SyslogDetector {
                     dst_ip: None,
                     asset: Some(host.clone()),
                     subject,
-                    score: msg_severity.base_score(),
-                    evidence: common([
-                        ("learned_count", json!(0)),
-                        ("known_from_other_hosts", json!(known_elsewhere)),
-                        ("message", json!(ev.msg)),
-                    ]),
+                    score: severity.base_score(),
+                    evidence,
                 });
                 return;
             }
@@ -342,7 +375,8 @@ impl SyslogDetector {
                     ts: ev.ts,
                     detector: DetectorName::Syslog,
                     kind: "rare_syslog_template",
-                    severity: msg_severity,
+                    // Seen while learning: recorded, never paging. A burst of it still alerts.
+                    severity: Severity::Info,
                     summary: format!(
                         "{host} logged a message from {app} that it logged only {} times during learning: \"{template}\".",
                         r.count
@@ -351,7 +385,7 @@ impl SyslogDetector {
                     dst_ip: None,
                     asset: Some(host.clone()),
                     subject: subject.clone(),
-                    score: msg_severity.base_score() * 0.8,
+                    score: Severity::Info.base_score(),
                     evidence: common([
                         ("learned_count", json!(r.count)),
                         ("learned_windows", json!(base.windows)),
@@ -407,7 +441,113 @@ impl SyslogDetector {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
     use super::*;
+    use crate::event::SyslogFormat;
+    use crate::time::Timestamp;
+
+    fn msg(t_s: i64, facility: u8, severity: u8, app: &str, text: &str) -> SyslogEvent {
+        let ts = Timestamp::from_micros((1_714_557_600 + t_s) * 1_000_000);
+        SyslogEvent {
+            ts,
+            received_ts: ts,
+            src_ip: Some([10, 0, 0, 9].into()),
+            src_port: Some(514),
+            format: SyslogFormat::Rfc5424,
+            priority: Some(facility * 8 + severity),
+            facility: Some(facility),
+            severity: Some(severity),
+            version: Some(1),
+            timestamp: None,
+            hostname: Some("rtu-9".into()),
+            app_name: Some(app.into()),
+            procid: None,
+            msgid: None,
+            structured_data: None,
+            msg: Some(text.into()),
+            anomalies: Vec::new(),
+        }
+    }
+
+    /// What a device logged for an hour: a heartbeat every minute (with a changing value),
+    /// and once, a configuration backup.
+    fn learned() -> SyslogBaseline {
+        let mut l = SyslogLearner::new(&SyslogConfig::default());
+        let mut over = Overflow::default();
+        for i in 0..60 {
+            let text = format!("heartbeat ok uptime {} s load {}", 1000 + i * 60, i % 7);
+            l.observe(&msg(i * 60, 1, 6, "daemon", &text), &mut over);
+        }
+        l.observe(
+            &msg(
+                1_800,
+                1,
+                5,
+                "daemon",
+                "configuration backup written to flash slot 2",
+            ),
+            &mut over,
+        );
+        l.finish(&mut over)
+    }
+
+    fn detect(base: &SyslogBaseline, events: &[SyslogEvent]) -> Vec<crate::detect::Alert> {
+        let mut d = SyslogDetector::new(base, &SyslogConfig::default());
+        let mut book = AlertBook::new(600_000_000, 100);
+        for e in events {
+            d.observe(base, e, &mut book);
+        }
+        book.into_sorted()
+    }
+
+    #[test]
+    fn benign_novelty_is_recorded_security_novelty_alerts() {
+        let base = learned();
+        let alerts = detect(
+            &base,
+            &[
+                // Seen once while learning: an observation.
+                msg(
+                    3_700,
+                    1,
+                    5,
+                    "daemon",
+                    "configuration backup written to flash slot 2",
+                ),
+                // Never seen, nothing security about it: an observation.
+                msg(3_710, 1, 6, "daemon", "fan speed adjusted to level 3"),
+                // Never seen, a failed login on the security facility: an alert.
+                msg(
+                    3_720,
+                    10,
+                    4,
+                    "sshd",
+                    "authentication failure for user admin from 10.9.9.9",
+                ),
+                // Never seen, a firmware upload on an ordinary facility: an alert.
+                msg(
+                    3_730,
+                    1,
+                    5,
+                    "daemon",
+                    "firmware image upload started by 10.9.9.9",
+                ),
+            ],
+        );
+        let seen: Vec<(&str, Severity)> = alerts
+            .iter()
+            .map(|a| (a.kind.as_str(), a.severity))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("rare_syslog_template", Severity::Info),
+                ("new_syslog_template", Severity::Info),
+                ("new_syslog_template", Severity::Medium),
+                ("new_syslog_template", Severity::Low),
+            ]
+        );
+    }
 
     #[test]
     fn poisson_bound_grows_with_the_rate() {
@@ -416,5 +556,47 @@ mod tests {
         let b10 = poisson_bound(10.0, 1e-6);
         assert!((8..=12).contains(&b1), "{b1}");
         assert!(b10 > b1 && b10 < 40, "{b10}");
+    }
+}
+
+#[cfg(test)]
+mod merge_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use crate::Event;
+    use crate::detect::{DetectConfig, Detector, Learner};
+
+    fn sshd(host: &str, secs: i64, msg: &str) -> Event {
+        let ts = format!("2024-01-01T00:{:02}:{:02}.000000Z", secs / 60, secs % 60);
+        let json = serde_json::json!({
+            "type": "syslog", "ts": ts, "received_ts": ts, "src_ip": "10.0.0.9",
+            "format": "rfc5424", "facility": 4, "severity": 6, "hostname": host,
+            "app_name": "sshd", "msg": msg, "anomalies": []
+        });
+        serde_json::from_value(json).unwrap()
+    }
+
+    /// A user name is a word, not a number: the miner merges the three templates it first made
+    /// into one, under the oldest id. The rates learned under the other two ids must move to
+    /// it, or the host whose messages made them is told it "never logged" this message.
+    #[test]
+    fn rates_follow_merged_templates() {
+        let mut learner = Learner::new(DetectConfig::default());
+        for (i, (host, user)) in [("plc-a", "admin"), ("plc-b", "oracle"), ("plc-c", "guest")]
+            .into_iter()
+            .enumerate()
+        {
+            let msg = format!("Invalid user {user} from 10.1.1.{i}");
+            learner.observe(&sshd(host, i as i64, &msg));
+        }
+        let baseline = learner.finish();
+        let mut detector = Detector::new(baseline, DetectConfig::default()).unwrap();
+        detector.observe(&sshd("plc-b", 100, "Invalid user support from 10.1.1.7"));
+        let (alerts, _) = detector.finish();
+        let new: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.kind == "new_syslog_template")
+            .map(|a| a.summary.clone())
+            .collect();
+        assert!(new.is_empty(), "{new:?}");
     }
 }

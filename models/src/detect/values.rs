@@ -1,8 +1,25 @@
-//! Process values. Per register (server, unit, table, address) learning keeps the range of
-//! values read, the largest change between consecutive reads, the discrete states when there
-//! are few, and the range of values written. Detection flags set-point writes outside what
-//! was ever written (or, for a register never written, outside what was ever read), and read
-//! values outside the learned envelope, jumping faster than ever, or in a state never seen.
+//! Process values. A register is judged by what it is, inferred from what learning saw:
+//!
+//! - a **constant** (one value all along: a firmware revision, a configuration word);
+//! - a **counter** (rises and only falls by wrapping or resetting: energy, operations);
+//! - a **discrete** state (a few values that are not a run of neighbours: a mode, a breaker);
+//! - a **set-point** (written by a master; judged on writes, read back like any register);
+//! - a measured **analog** value (the rest), which drifts with load and weather.
+//!
+//! An analog's envelope is the learned range widened by a tolerance from its own variability
+//! (its typical step between reads, a share of its width). While detecting, the envelope
+//! follows a value that drifts past it, but never faster than the register explored its range
+//! while learning, and never further than a bounded number of learned widths: an attacker
+//! cannot walk the baseline faster than the process itself moves, nor without limit. A read
+//! beyond the envelope is a **process deviation**: one low alert per device and hour
+//! (`process_deviation`) that grows with the registers involved, never one alert per register.
+//! A discrete register in a state never seen, or a constant that changes, is a deviation too.
+//!
+//! What stays high: a **write** far outside every value ever written or read there
+//! (`setpoint_out_of_range`), and a **jump** between two reads that no learned rate explains
+//! (`rate_of_change`). A write outside the written range but within the register's plausible
+//! band is an observation (`setpoint_new_value`, info): operators do move set-points. A value a
+//! master just wrote explains the reads that return it.
 //!
 //! Coils are left to the allowlist on purpose: a coil has two states and an operator command
 //! legitimately flips it, so a "new state" there says nothing the function and address
@@ -32,6 +49,8 @@ pub struct RegisterKey {
 /// Reads closer together than this (two clients polling at once) say nothing about rates.
 const MIN_RATE_INTERVAL_US: u64 = 1_000;
 
+const US_PER_H: f64 = 3.6e9;
+
 /// |b − a| per hour between two reads, when they are far enough apart.
 fn rate_per_h(t0: Timestamp, t1: Timestamp, a: u16, b: u16) -> Option<u64> {
     let dt = t1.micros_since(t0).filter(|&d| d >= MIN_RATE_INTERVAL_US)?;
@@ -41,8 +60,32 @@ fn rate_per_h(t0: Timestamp, t1: Timestamp, a: u16, b: u16) -> Option<u64> {
 /// Distinct values kept per register; a register with more is continuous.
 pub const MAX_STATES: usize = 8;
 
+/// What a register is, inferred from learning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegisterClass {
+    /// Too few reads to say.
+    Unknown,
+    Constant,
+    Counter,
+    Discrete,
+    Analog,
+}
+
+impl RegisterClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegisterClass::Unknown => "unknown",
+            RegisterClass::Constant => "constant",
+            RegisterClass::Counter => "counter",
+            RegisterClass::Discrete => "discrete",
+            RegisterClass::Analog => "analog",
+        }
+    }
+}
+
 /// What was learned about one register.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RegisterProfile {
     pub reads: u64,
     pub read_min: u16,
@@ -55,13 +98,86 @@ pub struct RegisterProfile {
     pub writes: u64,
     pub write_min: u16,
     pub write_max: u16,
+    /// Largest change between two consecutive reads, whatever the time between them.
+    #[serde(default)]
+    pub max_step: u16,
+    /// Sum of the changes between consecutive reads (their mean is the register's noise).
+    #[serde(default)]
+    pub step_sum: u64,
+    /// Consecutive read pairs that rose, and that fell.
+    #[serde(default)]
+    pub rises: u64,
+    #[serde(default)]
+    pub falls: u64,
+    /// When the register was first and last read while learning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_read: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_read: Option<Timestamp>,
     #[serde(skip)]
     last: Option<(Timestamp, u16)>,
 }
 
+impl RegisterProfile {
+    /// What the register is, given the reads needed to trust its states.
+    pub fn class(&self, cfg: &ValueConfig) -> RegisterClass {
+        if self.reads < cfg.min_reads {
+            return RegisterClass::Unknown;
+        }
+        if self.read_min == self.read_max {
+            return RegisterClass::Constant;
+        }
+        // A counter: it rose far more often than it fell, and it fell at most twice (wraps or
+        // resets), over enough pairs.
+        let pairs = self.rises + self.falls;
+        if self.falls <= 2 && self.rises >= 5 && self.rises >= 4 * self.falls.max(1) && pairs > 0 {
+            return RegisterClass::Counter;
+        }
+        if let Some(states) = &self.states
+            && self.reads >= cfg.min_reads_for_states
+        {
+            // A run of four or more neighbouring values is a quantised measurement that
+            // happened to stay within a few counts, not a set of states.
+            let run = usize::from(self.read_max - self.read_min) + 1 == states.len();
+            if !(run && states.len() >= 4) {
+                return RegisterClass::Discrete;
+            }
+        }
+        RegisterClass::Analog
+    }
+
+    /// The typical change between two consecutive reads (at least 1).
+    fn noise(&self) -> f64 {
+        let pairs = (self.rises + self.falls).max(1);
+        (self.step_sum as f64 / pairs as f64).max(1.0)
+    }
+
+    fn width(&self) -> f64 {
+        f64::from(self.read_max - self.read_min)
+    }
+
+    /// Slack around the learned range.
+    fn margin(&self, cfg: &ValueConfig) -> f64 {
+        (self.width() * cfg.envelope_margin_ratio)
+            .max(cfg.noise_margin_factor * self.noise())
+            .max(1.0)
+    }
+
+    /// How fast the register explored its range while learning, per hour: the speed at which
+    /// the envelope may follow a drift. At least the width per learning hour of a register
+    /// read over a short time, so that a short learning does not make it nervous.
+    fn drift_per_h(&self) -> f64 {
+        let span_h = match (self.first_read, self.last_read) {
+            (Some(a), Some(b)) => b.micros_since(a).unwrap_or(0) as f64 / US_PER_H,
+            _ => 1.0,
+        };
+        self.width() / span_h.max(0.25)
+    }
+}
+
 /// Tuning of the process-value detector.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ValueConfig {
     /// Reads needed before a register's envelope is trusted.
     pub min_reads: u64,
@@ -69,8 +185,22 @@ pub struct ValueConfig {
     pub min_reads_for_states: u64,
     /// Slack around the read envelope, as a share of its width (at least 1).
     pub envelope_margin_ratio: f64,
+    /// Slack around the read envelope, in typical steps between reads (sensor noise).
+    pub noise_margin_factor: f64,
     /// A step larger than this many times the largest learned step is abnormal.
     pub step_factor: f64,
+    /// A jump must also be at least this share of the learned width to count.
+    pub jump_min_width_ratio: f64,
+    /// How fast the envelope may follow a drift, as a multiple of the speed at which the
+    /// register explored its range while learning.
+    pub drift_factor: f64,
+    /// How far the envelope may follow a drift in all, in learned widths on either side.
+    pub max_drift_widths: f64,
+    /// A set-point write within the register's known values widened by this share of their
+    /// span (or 10 % of their magnitude) is an observation; beyond, an alert.
+    pub setpoint_band_ratio: f64,
+    /// Process deviations of one device are gathered into one alert per this many seconds.
+    pub deviation_period_s: u64,
 }
 
 impl Default for ValueConfig {
@@ -79,7 +209,43 @@ impl Default for ValueConfig {
             min_reads: 10,
             min_reads_for_states: 30,
             envelope_margin_ratio: 0.1,
+            noise_margin_factor: 3.0,
             step_factor: 2.0,
+            jump_min_width_ratio: 0.25,
+            drift_factor: 1.0,
+            max_drift_widths: 1.0,
+            setpoint_band_ratio: 0.5,
+            deviation_period_s: 3600,
+        }
+    }
+}
+
+impl ValueConfig {
+    pub(crate) fn problems(&self, out: &mut Vec<&'static str>) {
+        let bad = |x: f64, min: f64| x.is_nan() || x < min;
+        if bad(self.step_factor, 1.0) {
+            out.push("values.step_factor must be at least 1");
+        }
+        if bad(self.envelope_margin_ratio, 0.0) {
+            out.push("values.envelope_margin_ratio must not be negative");
+        }
+        if bad(self.noise_margin_factor, 0.0) {
+            out.push("values.noise_margin_factor must not be negative");
+        }
+        if bad(self.jump_min_width_ratio, 0.0) {
+            out.push("values.jump_min_width_ratio must not be negative");
+        }
+        if bad(self.drift_factor, 0.0) {
+            out.push("values.drift_factor must not be negative");
+        }
+        if bad(self.max_drift_widths, 0.0) {
+            out.push("values.max_drift_widths must not be negative");
+        }
+        if bad(self.setpoint_band_ratio, 0.0) {
+            out.push("values.setpoint_band_ratio must not be negative");
+        }
+        if self.deviation_period_s == 0 {
+            out.push("values.deviation_period_s must be at least 1");
         }
     }
 }
@@ -111,6 +277,40 @@ impl ValueBaseline {
         }
     }
 
+    /// Takes `v` into the read range of `key` (an operator's "this value is normal").
+    pub fn accept_read(&mut self, key: RegisterKey, v: u16) -> bool {
+        let Some(p) = self.registers.get_mut(&key) else {
+            return false;
+        };
+        p.read_min = p.read_min.min(v);
+        p.read_max = p.read_max.max(v);
+        if let Some(states) = p.states.as_mut()
+            && let Err(pos) = states.binary_search(&v)
+        {
+            if states.len() < MAX_STATES {
+                states.insert(pos, v);
+            } else {
+                p.states = None;
+            }
+        }
+        true
+    }
+
+    /// Takes `v` into the written range of `key` (an operator's "this set-point is normal").
+    pub fn accept_write(&mut self, key: RegisterKey, v: u16) -> bool {
+        let Some(p) = self.registers.get_mut(&key) else {
+            return false;
+        };
+        if p.writes == 0 {
+            (p.write_min, p.write_max) = (v, v);
+        } else {
+            p.write_min = p.write_min.min(v);
+            p.write_max = p.write_max.max(v);
+        }
+        p.writes += 1;
+        true
+    }
+
     fn slot<'a>(
         &'a mut self,
         key: RegisterKey,
@@ -133,10 +333,7 @@ impl ValueBaseline {
 
     pub(crate) fn learn(&mut self, ev: &ModbusEvent, limits: &Limits, over: &mut Overflow) {
         if let Some((table, first, values)) = register_reads(ev) {
-            for (i, &v) in values.iter().enumerate() {
-                let Some(address) = u16::try_from(i).ok().and_then(|i| first.checked_add(i)) else {
-                    break;
-                };
+            for (address, v) in addressed(first, values) {
                 let key = RegisterKey {
                     server: ev.dst_ip,
                     unit: ev.unit,
@@ -146,36 +343,11 @@ impl ValueBaseline {
                 let Some(p) = self.slot(key, limits, over) else {
                     continue;
                 };
-                if p.reads == 0 {
-                    p.read_min = v;
-                    p.read_max = v;
-                } else {
-                    p.read_min = p.read_min.min(v);
-                    p.read_max = p.read_max.max(v);
-                }
-                p.reads += 1;
-                if let Some((t, last)) = p.last
-                    && let Some(r) = rate_per_h(t, ev.ts, last, v)
-                {
-                    p.max_rate_per_h = p.max_rate_per_h.max(r);
-                }
-                p.last = Some((ev.ts, v));
-                if let Some(states) = p.states.as_mut()
-                    && let Err(pos) = states.binary_search(&v)
-                {
-                    if states.len() < MAX_STATES {
-                        states.insert(pos, v);
-                    } else {
-                        p.states = None;
-                    }
-                }
+                learn_read(p, ev.ts, v);
             }
         }
         if let Some((first, values)) = register_writes(ev) {
-            for (i, &v) in values.iter().enumerate() {
-                let Some(address) = u16::try_from(i).ok().and_then(|i| first.checked_add(i)) else {
-                    break;
-                };
+            for (address, v) in addressed(first, values) {
                 let key = RegisterKey {
                     server: ev.dst_ip,
                     unit: ev.unit,
@@ -186,8 +358,7 @@ impl ValueBaseline {
                     continue;
                 };
                 if p.writes == 0 {
-                    p.write_min = v;
-                    p.write_max = v;
+                    (p.write_min, p.write_max) = (v, v);
                 } else {
                     p.write_min = p.write_min.min(v);
                     p.write_max = p.write_max.max(v);
@@ -198,12 +369,164 @@ impl ValueBaseline {
     }
 }
 
+/// `(address, value)` for the values of a request starting at `first`, stopping at the end
+/// of the address space.
+fn addressed(first: u16, values: &[u16]) -> impl Iterator<Item = (u16, u16)> + '_ {
+    values.iter().enumerate().map_while(move |(i, &v)| {
+        let address = u16::try_from(i).ok().and_then(|i| first.checked_add(i))?;
+        Some((address, v))
+    })
+}
+
+fn learn_read(p: &mut RegisterProfile, ts: Timestamp, v: u16) {
+    if p.reads == 0 {
+        (p.read_min, p.read_max) = (v, v);
+    } else {
+        p.read_min = p.read_min.min(v);
+        p.read_max = p.read_max.max(v);
+    }
+    p.reads += 1;
+    p.first_read = Some(p.first_read.map_or(ts, |t| t.min(ts)));
+    p.last_read = Some(p.last_read.map_or(ts, |t| t.max(ts)));
+    if let Some((t, last)) = p.last
+        && ts
+            .micros_since(t)
+            .is_some_and(|d| d >= MIN_RATE_INTERVAL_US)
+    {
+        if let Some(r) = rate_per_h(t, ts, last, v) {
+            p.max_rate_per_h = p.max_rate_per_h.max(r);
+        }
+        let step = last.abs_diff(v);
+        p.max_step = p.max_step.max(step);
+        p.step_sum = p.step_sum.saturating_add(u64::from(step));
+        match v.cmp(&last) {
+            std::cmp::Ordering::Greater => p.rises += 1,
+            std::cmp::Ordering::Less => p.falls += 1,
+            std::cmp::Ordering::Equal => {}
+        }
+    }
+    p.last = Some((ts, v));
+    if let Some(states) = p.states.as_mut()
+        && let Err(pos) = states.binary_search(&v)
+    {
+        if states.len() < MAX_STATES {
+            states.insert(pos, v);
+        } else {
+            p.states = None;
+        }
+    }
+}
+
+/// A master's write that explains the reads returning its value for a while.
+const WRITE_EXPLAINS_US: u64 = 15 * 60 * 1_000_000;
+
+/// A register while detecting: its learned profile and how its envelope has followed.
+#[derive(Debug)]
+struct Tracked {
+    profile: RegisterProfile,
+    class: RegisterClass,
+    /// The envelope's current low and high ends (analogs), and when each last moved.
+    low: f64,
+    high: f64,
+    low_ts: Option<Timestamp>,
+    high_ts: Option<Timestamp>,
+    /// The last read while detecting.
+    last: Option<(Timestamp, u16)>,
+    /// The values masters wrote while detecting, with when (a few, newest last).
+    written: Vec<(Timestamp, u16)>,
+}
+
+/// Values a register remembers as written while detecting.
+const MAX_WRITTEN: usize = 4;
+
+impl Tracked {
+    fn new(profile: RegisterProfile, cfg: &ValueConfig) -> Self {
+        let class = profile.class(cfg);
+        let margin = profile.margin(cfg);
+        Tracked {
+            low: f64::from(profile.read_min) - margin,
+            high: f64::from(profile.read_max) + margin,
+            low_ts: None,
+            high_ts: None,
+            last: None,
+            written: Vec::new(),
+            class,
+            profile,
+        }
+    }
+
+    fn recently_written(&self, ts: Timestamp, v: u16) -> bool {
+        self.written.iter().any(|&(t, w)| {
+            w == v && (t >= ts || ts.micros_since(t).is_some_and(|d| d <= WRITE_EXPLAINS_US))
+        })
+    }
+
+    fn note_write(&mut self, ts: Timestamp, v: u16) {
+        if self.written.len() >= MAX_WRITTEN {
+            self.written.remove(0);
+        }
+        self.written.push((ts, v));
+    }
+
+    /// Whether an analog read of `v` at `ts` stays within the envelope, moving the envelope
+    /// when the value drifts past it no faster than the register's learned drift allows.
+    ///
+    /// The ends move at most at the drift rate since they last moved; a read may exceed an
+    /// end by the register's noise without moving it further than that. So the envelope can
+    /// never be walked faster than the drift rate, however the reads are spaced, and never
+    /// past `max_drift_widths` learned widths.
+    fn follows(&mut self, ts: Timestamp, v: u16, cfg: &ValueConfig) -> bool {
+        let fv = f64::from(v);
+        if (self.low..=self.high).contains(&fv) {
+            return true;
+        }
+        let p = &self.profile;
+        let noise = (cfg.noise_margin_factor * p.noise()).max(1.0);
+        let rate = p.drift_per_h() * cfg.drift_factor;
+        let reach = p.width().max(p.margin(cfg)) * cfg.max_drift_widths;
+        let hard_high = f64::from(p.read_max) + p.margin(cfg) + reach;
+        let hard_low = f64::from(p.read_min) - p.margin(cfg) - reach;
+        // Until an end first moves, its drift is measured from the end of learning.
+        let since_h = |moved: Option<Timestamp>| -> f64 {
+            moved
+                .or(p.last_read)
+                .and_then(|t| ts.micros_since(t))
+                .map_or(0.0, |d| d as f64 / US_PER_H)
+        };
+        if fv > self.high {
+            let reachable = (self.high + rate * since_h(self.high_ts)).min(hard_high);
+            let ok = fv <= reachable + noise;
+            let to = fv.min(reachable);
+            if to > self.high {
+                self.high = to;
+                self.high_ts = Some(ts);
+            }
+            ok
+        } else {
+            let reachable = (self.low - rate * since_h(self.low_ts)).max(hard_low);
+            let ok = fv >= reachable - noise;
+            let to = fv.max(reachable);
+            if to < self.low {
+                self.low = to;
+                self.low_ts = Some(ts);
+            }
+            ok
+        }
+    }
+
+    /// Widens the envelope to take a value a master wrote or an operator accepted.
+    fn take(&mut self, v: u16) {
+        let fv = f64::from(v);
+        self.low = self.low.min(fv);
+        self.high = self.high.max(fv);
+    }
+}
+
 /// Checks values against the learned registers.
 #[derive(Debug)]
 pub(crate) struct ValueDetector {
     cfg: ValueConfig,
-    /// The learned profiles with the last value read during detection in `last`.
-    registers: BTreeMap<RegisterKey, RegisterProfile>,
+    registers: BTreeMap<RegisterKey, Tracked>,
 }
 
 impl ValueDetector {
@@ -214,7 +537,7 @@ impl ValueDetector {
             .map(|(k, p)| {
                 let mut p = p.clone();
                 p.last = None;
-                (*k, p)
+                (*k, Tracked::new(p, &cfg))
             })
             .collect();
         ValueDetector { cfg, registers }
@@ -229,7 +552,7 @@ impl ValueDetector {
         }
     }
 
-    fn check_writes(&self, ev: &ModbusEvent, first: u16, values: &[u16], book: &mut AlertBook) {
+    fn check_writes(&mut self, ev: &ModbusEvent, first: u16, values: &[u16], book: &mut AlertBook) {
         let last = first.saturating_add(u16::try_from(values.len()).unwrap_or(u16::MAX));
         let lo = RegisterKey {
             server: ev.dst_ip,
@@ -241,15 +564,20 @@ impl ValueDetector {
             address: last,
             ..lo
         };
-        for (k, p) in self.registers.range(lo..hi) {
+        let band_ratio = self.cfg.setpoint_band_ratio;
+        let min_reads = self.cfg.min_reads;
+        for (k, t) in self.registers.range_mut(lo..hi) {
             let Some(&v) = values.get(usize::from(k.address.saturating_sub(first))) else {
                 continue;
             };
+            t.note_write(ev.ts, v);
+            t.take(v);
+            let p = &t.profile;
             // Judge against what was written before; for a register never written, against
             // what was read (a set-point is usually read back by the HMI).
             let (min, max, basis) = if p.writes > 0 {
                 (p.write_min, p.write_max, "written")
-            } else if p.reads >= self.cfg.min_reads {
+            } else if p.reads >= min_reads {
                 (p.read_min, p.read_max, "read")
             } else {
                 continue;
@@ -257,18 +585,48 @@ impl ValueDetector {
             if (min..=max).contains(&v) {
                 continue;
             }
+            // The register's plausible band: every value written or read there, widened by
+            // a share of its span or a tenth of its magnitude.
+            let (known_min, known_max) = if p.reads > 0 {
+                (min.min(p.read_min), max.max(p.read_max))
+            } else {
+                (min, max)
+            };
+            let tolerance = (f64::from(known_max - known_min) * band_ratio)
+                .max(f64::from(known_max) * 0.1)
+                .max(2.0);
+            let fv = f64::from(v);
+            let plausible =
+                fv >= f64::from(known_min) - tolerance && fv <= f64::from(known_max) + tolerance;
             let width = f64::from(max - min).max(1.0);
             let excess = f64::from(if v > max { v - max } else { min - v });
-            let score = 0.75 + 0.25 * (excess / width).min(1.0);
+            let (kind, severity, score, summary) = if plausible {
+                (
+                    "setpoint_new_value",
+                    Severity::Info,
+                    0.2,
+                    format!(
+                        "{} wrote {v} to register {} of {} unit {}: a new value, within the register's usual band ({known_min}–{known_max} ± {tolerance:.0}).",
+                        ev.src_ip, k.address, ev.dst_ip, ev.unit
+                    ),
+                )
+            } else {
+                (
+                    "setpoint_out_of_range",
+                    Severity::High,
+                    0.75 + 0.25 * (excess / width).min(1.0),
+                    format!(
+                        "{} wrote {v} to register {} of {} unit {}, outside every value ever {basis} there ({min}–{max}).",
+                        ev.src_ip, k.address, ev.dst_ip, ev.unit
+                    ),
+                )
+            };
             book.raise(Raise {
                 ts: ev.ts,
                 detector: DetectorName::ProcessValue,
-                kind: "setpoint_out_of_range",
-                severity: Severity::High,
-                summary: format!(
-                    "{} wrote {v} to register {} of {} unit {}, outside every value ever {basis} there ({min}–{max}).",
-                    ev.src_ip, k.address, ev.dst_ip, ev.unit
-                ),
+                kind,
+                severity,
+                summary,
                 src_ip: Some(ev.src_ip),
                 dst_ip: Some(ev.dst_ip),
                 asset: Some(format!("{}/{}", ev.dst_ip, ev.unit)),
@@ -282,6 +640,8 @@ impl ValueDetector {
                     ("baseline_min", json!(min)),
                     ("baseline_max", json!(max)),
                     ("baseline_writes", json!(p.writes)),
+                    ("plausible_min", json!(f64::from(known_min) - tolerance)),
+                    ("plausible_max", json!(f64::from(known_max) + tolerance)),
                 ]),
             });
         }
@@ -306,113 +666,438 @@ impl ValueDetector {
             address: last,
             ..lo
         };
-        for (k, p) in self.registers.range_mut(lo..hi) {
+        let cfg = &self.cfg;
+        for (k, t) in self.registers.range_mut(lo..hi) {
             let Some(&v) = values.get(usize::from(k.address.saturating_sub(first))) else {
                 continue;
             };
-            let prev = p.last.replace((ev.ts, v));
-            if p.reads < self.cfg.min_reads {
+            let prev = t.last.replace((ev.ts, v));
+            if t.recently_written(ev.ts, v) {
                 continue;
             }
-            // Built only when an alert is raised: this is the per-register path.
-            let subject = || format!("{}/{}/{:?}{}", ev.dst_ip, ev.unit, table, k.address);
-            let raise = |book: &mut AlertBook, kind, severity: Severity, summary, score, ev2| {
-                book.raise(Raise {
-                    ts: ev.ts,
-                    detector: DetectorName::ProcessValue,
-                    kind,
-                    severity,
-                    summary,
-                    src_ip: Some(ev.src_ip),
-                    dst_ip: Some(ev.dst_ip),
-                    asset: Some(format!("{}/{}", ev.dst_ip, ev.unit)),
-                    subject: subject(),
-                    score,
-                    evidence: ev2,
-                })
+            let finding = match t.class {
+                RegisterClass::Unknown | RegisterClass::Counter => None,
+                RegisterClass::Constant | RegisterClass::Discrete => {
+                    let known = t
+                        .profile
+                        .states
+                        .as_ref()
+                        .is_some_and(|s| s.binary_search(&v).is_ok());
+                    (!known).then(|| Deviation::State {
+                        states: t.profile.states.clone().unwrap_or_default(),
+                    })
+                }
+                RegisterClass::Analog => jump(t, prev, ev.ts, v, cfg)
+                    .or_else(|| (!t.follows(ev.ts, v, cfg)).then_some(Deviation::Envelope)),
             };
-            if let Some(states) = p.states.as_ref()
-                && p.reads >= self.cfg.min_reads_for_states
-            {
-                if states.binary_search(&v).is_err() {
-                    raise(
-                        book,
-                        "new_state",
-                        Severity::Medium,
-                        format!(
-                            "Register {} of {} unit {} reads {v}, a state never seen during learning.",
-                            k.address, ev.dst_ip, ev.unit
-                        ),
-                        0.6,
-                        evidence([
-                            ("table", json!(table)),
-                            ("address", json!(k.address)),
-                            ("value", json!(v)),
-                            ("baseline_states", json!(states)),
-                        ]),
-                    );
-                }
-                continue;
-            }
-            let width = f64::from(p.read_max - p.read_min);
-            let margin = (width * self.cfg.envelope_margin_ratio).max(1.0);
-            let fv = f64::from(v);
-            if fv > f64::from(p.read_max) + margin || fv < f64::from(p.read_min) - margin {
-                let excess = if fv > f64::from(p.read_max) {
-                    fv - f64::from(p.read_max)
-                } else {
-                    f64::from(p.read_min) - fv
-                };
-                raise(
-                    book,
-                    "value_out_of_envelope",
-                    Severity::Medium,
+            let Some(finding) = finding else { continue };
+            raise_read(book, ev, table, k, t, v, finding, cfg);
+        }
+    }
+}
+
+/// What a read showed.
+enum Deviation {
+    /// Outside the (followed) envelope of an analog value.
+    Envelope,
+    /// A state never seen (discrete) or a change of a constant.
+    State { states: Vec<u16> },
+    /// A change between two reads that no learned rate explains.
+    Jump {
+        previous: u16,
+        interval_s: f64,
+        limit: f64,
+    },
+}
+
+/// A jump of an analog value: larger than `step_factor` times what learning ever saw over
+/// that time (and than the largest step at all), and a real share of its range.
+fn jump(
+    t: &Tracked,
+    prev: Option<(Timestamp, u16)>,
+    ts: Timestamp,
+    v: u16,
+    cfg: &ValueConfig,
+) -> Option<Deviation> {
+    let (pt, previous) = prev?;
+    let dt_us = ts.micros_since(pt).filter(|&d| d >= MIN_RATE_INTERVAL_US)?;
+    let p = &t.profile;
+    let step = f64::from(previous.abs_diff(v));
+    let by_rate = p.max_rate_per_h as f64 * dt_us as f64 / US_PER_H;
+    let limit = cfg.step_factor * by_rate.max(f64::from(p.max_step)) + p.margin(cfg);
+    (step > limit && step >= cfg.jump_min_width_ratio * p.width()).then_some(Deviation::Jump {
+        previous,
+        interval_s: dt_us as f64 / 1e6,
+        limit,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn raise_read(
+    book: &mut AlertBook,
+    ev: &ModbusEvent,
+    table: Table,
+    k: &RegisterKey,
+    t: &Tracked,
+    v: u16,
+    finding: Deviation,
+    cfg: &ValueConfig,
+) {
+    let p = &t.profile;
+    let asset = format!("{}/{}", ev.dst_ip, ev.unit);
+    let register = format!("{}{}", table_letter(table), k.address);
+    let mut raise = |kind, severity, summary, subject, score, ev2| {
+        book.raise(Raise {
+            ts: ev.ts,
+            detector: DetectorName::ProcessValue,
+            kind,
+            severity,
+            summary,
+            src_ip: Some(ev.src_ip),
+            dst_ip: Some(ev.dst_ip),
+            asset: Some(asset.clone()),
+            subject,
+            score,
+            evidence: ev2,
+        })
+    };
+    match finding {
+        Deviation::Jump {
+            previous,
+            interval_s,
+            limit,
+        } => raise(
+            "rate_of_change",
+            Severity::High,
+            format!(
+                "Register {} of {} unit {} jumped from {previous} to {v} in {interval_s:.1} s, a change no learned rate explains (at most {limit:.0} over that time).",
+                k.address, ev.dst_ip, ev.unit
+            ),
+            format!("{}/{}/{:?}{}", ev.dst_ip, ev.unit, table, k.address),
+            0.8,
+            evidence([
+                ("table", json!(table)),
+                ("address", json!(k.address)),
+                ("register_class", json!(t.class.as_str())),
+                ("previous", json!(previous)),
+                ("value", json!(v)),
+                ("interval_s", json!(interval_s)),
+                ("baseline_max_rate_per_h", json!(p.max_rate_per_h)),
+                ("baseline_max_step", json!(p.max_step)),
+            ]),
+        ),
+        Deviation::Envelope | Deviation::State { .. } => {
+            // One alert per device and period: the subject carries the period, and repeats
+            // (other registers, later reads) fold into it, listing each register once.
+            let period =
+                (ev.ts.as_micros() / 1_000_000).div_euclid(cfg.deviation_period_s.max(1) as i64);
+            let (what, extra) = match &finding {
+                Deviation::State { states } => (
+                    format!("reads {v}, a state never seen during learning"),
+                    json!(states),
+                ),
+                _ => (
                     format!(
-                        "Register {} of {} unit {} reads {v}, outside the learned range {}–{}.",
-                        k.address, ev.dst_ip, ev.unit, p.read_min, p.read_max
+                        "reads {v}, outside the learned range {}–{} and beyond the drift it showed",
+                        p.read_min, p.read_max
                     ),
-                    0.5 + 0.4 * (excess / width.max(1.0)).min(1.0),
-                    evidence([
-                        ("table", json!(table)),
-                        ("address", json!(k.address)),
-                        ("value", json!(v)),
-                        ("baseline_min", json!(p.read_min)),
-                        ("baseline_max", json!(p.read_max)),
-                    ]),
-                );
-                continue;
-            }
-            if let Some((t, prev)) = prev
-                && let Some(dt_us) = ev.ts.micros_since(t).filter(|&d| d >= MIN_RATE_INTERVAL_US)
-            {
-                let step = f64::from(prev.abs_diff(v));
-                let hours = dt_us as f64 / 3.6e9;
-                let limit = p.max_rate_per_h as f64 * self.cfg.step_factor * hours + margin;
-                if step > limit {
-                    raise(
-                        book,
-                        "rate_of_change",
-                        Severity::Low,
-                        format!(
-                            "Register {} of {} unit {} jumped from {prev} to {v} in {:.1} s, faster than ever during learning ({} per hour at most).",
-                            k.address,
-                            ev.dst_ip,
-                            ev.unit,
-                            dt_us as f64 / 1e6,
-                            p.max_rate_per_h
-                        ),
-                        0.4,
-                        evidence([
-                            ("table", json!(table)),
-                            ("address", json!(k.address)),
-                            ("previous", json!(prev)),
-                            ("value", json!(v)),
-                            ("interval_s", json!(dt_us as f64 / 1e6)),
-                            ("baseline_max_rate_per_h", json!(p.max_rate_per_h)),
-                        ]),
-                    );
-                }
+                    json!([p.read_min, p.read_max]),
+                ),
+            };
+            let width = p.width().max(1.0);
+            let fv = f64::from(v);
+            let excess = if fv > f64::from(p.read_max) {
+                fv - f64::from(p.read_max)
+            } else {
+                (f64::from(p.read_min) - fv).max(0.0)
+            };
+            raise(
+                "process_deviation",
+                Severity::Low,
+                format!(
+                    "Process deviation on {} unit {}: register {} {what}.",
+                    ev.dst_ip, ev.unit, k.address
+                ),
+                format!("{asset}/deviation/{period}"),
+                0.3 + 0.3 * (excess / width).min(1.0),
+                evidence([
+                    ("registers", json!([register])),
+                    ("table", json!(table)),
+                    ("address", json!(k.address)),
+                    ("register_class", json!(t.class.as_str())),
+                    ("value", json!(v)),
+                    ("baseline", extra),
+                ]),
+            );
+        }
+    }
+}
+
+/// `hr40`, `ir3`: the register as operators write it.
+fn table_letter(table: Table) -> &'static str {
+    match table {
+        Table::Coils => "co",
+        Table::DiscreteInputs => "di",
+        Table::InputRegisters => "ir",
+        Table::HoldingRegisters => "hr",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    use std::borrow::Cow;
+
+    use super::*;
+    use crate::detect::Alert;
+    use crate::event::{ModbusPdu, Values};
+
+    const HMI: [u8; 4] = [10, 0, 0, 2];
+    const PLC: [u8; 4] = [10, 0, 0, 5];
+
+    fn ts(s: f64) -> Timestamp {
+        Timestamp::from_micros((1_714_557_600.0 * 1e6 + s * 1e6) as i64)
+    }
+
+    fn event(t: f64, func: u8, request: ModbusPdu, response: Option<ModbusPdu>) -> ModbusEvent {
+        ModbusEvent {
+            ts: ts(t),
+            src_ip: IpAddr::from(HMI),
+            src_port: 50_000,
+            dst_ip: IpAddr::from(PLC),
+            dst_port: 502,
+            tid: 1,
+            unit: 1,
+            func,
+            func_name: Cow::Borrowed("READ_HOLDING_REGISTERS"),
+            request: Some(request),
+            response,
+            exception: None,
+            exception_code: None,
+            latency_us: Some(1_000),
+            anomalies: Vec::new(),
+        }
+    }
+
+    /// The HMI reads holding registers from `address` on.
+    fn read(t: f64, address: u16, values: &[u16]) -> ModbusEvent {
+        let req = ModbusPdu {
+            ts: ts(t),
+            address: Some(address),
+            quantity: Some(values.len() as u16),
+            ..ModbusPdu::default()
+        };
+        let resp = ModbusPdu {
+            ts: ts(t),
+            values: Some(Values::Registers(values.to_vec())),
+            ..ModbusPdu::default()
+        };
+        event(t, 3, req, Some(resp))
+    }
+
+    /// The HMI writes one holding register (function 6).
+    fn write(t: f64, address: u16, v: u16) -> ModbusEvent {
+        let req = ModbusPdu {
+            ts: ts(t),
+            address: Some(address),
+            values: Some(Values::Registers(vec![v])),
+            ..ModbusPdu::default()
+        };
+        event(t, 6, req.clone(), Some(req))
+    }
+
+    /// A deterministic generator (xorshift), so that the tests need no dependency.
+    struct Noise(u64);
+    impl Noise {
+        fn next(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % 10_000) as f64 / 10_000.0 - 0.5
+        }
+    }
+
+    fn learn(events: &[ModbusEvent]) -> ValueBaseline {
+        let mut b = ValueBaseline::default();
+        let mut over = Overflow::default();
+        for e in events {
+            b.learn(e, &Limits::default(), &mut over);
+        }
+        b.seal();
+        b
+    }
+
+    fn detect(b: &ValueBaseline, events: &[ModbusEvent]) -> Vec<Alert> {
+        let mut d = ValueDetector::new(b, ValueConfig::default());
+        let mut book = AlertBook::new(600_000_000, 1000);
+        for e in events {
+            d.observe(e, &mut book);
+        }
+        book.into_sorted()
+    }
+
+    /// One hour of learning then half an hour of detection, read every 2 s: a load that
+    /// keeps climbing at the pace it climbed while learning (register 0, the whole time past
+    /// its learned range), a random walk (1), a mode register with three states (2), an
+    /// energy counter (3), a constant (4).
+    fn plant(detect_extra: impl Fn(f64, &mut [u16; 5])) -> (Vec<ModbusEvent>, Vec<ModbusEvent>) {
+        let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
+        let (mut learning, mut detection) = (Vec::new(), Vec::new());
+        let mut walk = 5_000.0_f64;
+        for i in 0..2_700 {
+            let t = f64::from(i) * 2.0;
+            walk += 3.0 * noise.next();
+            let mut v = [
+                (1_000.0 + t / 36.0 + 4.0 * noise.next()) as u16, // +100 per hour
+                walk as u16,
+                [0, 2, 7][(i / 300) as usize % 3],
+                (i * 3) as u16,
+                1_234,
+            ];
+            if t >= 3_600.0 {
+                detect_extra(t, &mut v);
+                detection.push(read(t, 0, &v));
+            } else {
+                learning.push(read(t, 0, &v));
             }
         }
+        (learning, detection)
+    }
+
+    #[test]
+    fn registers_are_classified_by_what_they_do() {
+        let (learning, _) = plant(|_, _| {});
+        let b = learn(&learning);
+        let cfg = ValueConfig::default();
+        let class = |a: u16| {
+            b.registers[&RegisterKey {
+                server: IpAddr::from(PLC),
+                unit: 1,
+                table: Table::HoldingRegisters,
+                address: a,
+            }]
+                .class(&cfg)
+        };
+        assert_eq!(class(0), RegisterClass::Analog);
+        assert_eq!(class(1), RegisterClass::Analog);
+        assert_eq!(class(2), RegisterClass::Discrete);
+        assert_eq!(class(3), RegisterClass::Counter);
+        assert_eq!(class(4), RegisterClass::Constant);
+    }
+
+    #[test]
+    fn drift_at_the_learned_pace_raises_nothing() {
+        let (learning, detection) = plant(|_, _| {});
+        let alerts = detect(&learn(&learning), &detection);
+        assert!(alerts.is_empty(), "{alerts:#?}");
+    }
+
+    #[test]
+    fn deviations_of_one_device_make_one_low_alert_listing_the_registers() {
+        // After 10 minutes the load leaves far above its range (but slowly: no jump), and
+        // the mode register shows a state never seen.
+        let (learning, detection) = plant(|t, v| {
+            if t >= 4_200.0 {
+                v[0] = v[0].saturating_add(((t - 4_200.0) * 2.0) as u16);
+                v[2] = 5;
+            }
+        });
+        let alerts = detect(&learn(&learning), &detection);
+        assert_eq!(alerts.len(), 1, "{alerts:#?}");
+        let a = &alerts[0];
+        assert_eq!(a.kind, "process_deviation");
+        assert_eq!(a.severity, Severity::Low);
+        assert!(a.count > 1);
+        let mut registers: Vec<&str> = a.evidence["registers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r.as_str())
+            .collect();
+        registers.sort_unstable();
+        assert_eq!(registers, ["hr0", "hr2"]);
+        assert_eq!(a.asset.as_deref(), Some("10.0.0.5/1"));
+    }
+
+    #[test]
+    fn a_jump_no_learned_rate_explains_is_high() {
+        let (learning, detection) = plant(|t, v| {
+            if t >= 4_000.0 {
+                v[1] = v[1].saturating_add(400);
+            }
+        });
+        let alerts = detect(&learn(&learning), &detection);
+        let jump: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.kind == "rate_of_change")
+            .collect();
+        assert_eq!(jump.len(), 1, "{alerts:#?}");
+        assert_eq!(jump[0].severity, Severity::High);
+        assert_eq!(jump[0].ts, ts(4_000.0));
+    }
+
+    #[test]
+    fn an_attacker_cannot_walk_the_envelope_faster_than_the_process() {
+        // A slow push, five times the learned pace, on the walking register.
+        let (learning, detection) = plant(|t, v| {
+            v[1] = v[1].saturating_add(((t - 3_600.0) / 36.0 * 5.0 * 3.0) as u16);
+        });
+        let b = learn(&learning);
+        let alerts = detect(&b, &detection);
+        assert!(
+            alerts.iter().any(|a| a.kind == "process_deviation"),
+            "{alerts:#?}"
+        );
+        assert!(alerts.iter().all(|a| a.severity <= Severity::Low));
+    }
+
+    #[test]
+    fn set_points_new_but_plausible_are_observations_far_ones_alerts() {
+        let mut learning = Vec::new();
+        for i in 0..1_800 {
+            let t = f64::from(i) * 2.0;
+            let sp = if i < 900 { 500 } else { 520 };
+            if i == 900 {
+                learning.push(write(t, 10, 520));
+            }
+            learning.push(read(t, 10, &[sp]));
+        }
+        let b = learn(&learning);
+        let detection = vec![
+            write(3_700.0, 10, 540),
+            read(3_702.0, 10, &[540]),
+            read(3_704.0, 10, &[540]),
+            write(3_800.0, 10, 9_000),
+        ];
+        let alerts = detect(&b, &detection);
+        let kinds: Vec<(&str, Severity)> = alerts
+            .iter()
+            .map(|a| (a.kind.as_str(), a.severity))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("setpoint_new_value", Severity::Info),
+                ("setpoint_out_of_range", Severity::High)
+            ],
+            "the read-back of a written value is explained: {alerts:#?}"
+        );
+    }
+
+    #[test]
+    fn operators_acceptance_widens_the_baseline() {
+        let (learning, _) = plant(|_, _| {});
+        let mut b = learn(&learning);
+        let key = RegisterKey {
+            server: IpAddr::from(PLC),
+            unit: 1,
+            table: Table::HoldingRegisters,
+            address: 2,
+        };
+        let d =
+            |b: &ValueBaseline| detect(b, &[read(3_700.0, 0, &[1_100, 5_000, 5, 9_000, 1_234])]);
+        assert_eq!(d(&b).len(), 1);
+        assert!(b.accept_read(key, 5));
+        assert!(d(&b).is_empty());
     }
 }

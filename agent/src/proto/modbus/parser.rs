@@ -80,13 +80,25 @@ pub enum Framing<'a> {
     NotModbus,
 }
 
-/// Whether an MBAP header is plausible: protocol id 0, a length of at least a unit id and a
-/// function code and at most `max_length`, and, when the function byte is present, a function
-/// code other than 0.
-pub fn probe_modbus(header: &MbapHeader, func: Option<u8>, max_length: u16) -> bool {
-    header.protocol_id == 0
-        && (MIN_MBAP_LENGTH..=max_length).contains(&header.length)
-        && func.is_none_or(|f| f & 0x7F != 0)
+/// Whether an MBAP header is plausible: protocol id 0 and a length of at least a unit id and a
+/// function code and at most `max_length`. The function code is content, not framing: a
+/// scanner's code 0 or 0x80 is still a Modbus message, and judging the flow by it would let
+/// the scan blind the decoder.
+pub fn probe_modbus(header: &MbapHeader, max_length: u16) -> bool {
+    header.protocol_id == 0 && (MIN_MBAP_LENGTH..=max_length).contains(&header.length)
+}
+
+/// Whether `bytes`, fewer than a header's worth, can still begin a plausible MBAP header
+/// (protocol id 0 and a length in range, as far as those bytes are present).
+pub fn header_prefix_plausible(bytes: &[u8], max_length: u16) -> bool {
+    let pid_ok = bytes.iter().skip(2).take(2).all(|&b| b == 0);
+    let len_ok = match bytes.get(4..6) {
+        Some(&[hi, lo]) => (MIN_MBAP_LENGTH..=max_length).contains(&u16::from_be_bytes([hi, lo])),
+        _ => bytes
+            .get(4)
+            .is_none_or(|&hi| u16::from(hi) << 8 <= max_length),
+    };
+    pid_ok && len_ok
 }
 
 /// Frames one ADU at the start of `input`, accepting length fields up to `max_length`.
@@ -94,7 +106,7 @@ pub fn parse_modbus_adu(input: &[u8], max_length: u16) -> Framing<'_> {
     let Ok((rest, header)) = parse_modbus_mbap(input) else {
         return Framing::NeedMore;
     };
-    if !probe_modbus(&header, rest.first().copied(), max_length) {
+    if !probe_modbus(&header, max_length) {
         return Framing::NotModbus;
     }
     let pdu_len = usize::from(header.length) - 1;

@@ -2,6 +2,13 @@
 //! streams (with resynchronisation after gaps or garbage), and the pairing of requests with
 //! responses by transaction id, pipelining included. Events leave in request order, so the
 //! events of one flow are in timestamp order.
+//!
+//! Whether a connection carries Modbus is judged on MBAP framing over several ADUs, never on
+//! their content: a function-code or unit-id scan is made of invalid codes and units, and it
+//! must stay visible. Until the connection is confirmed its transactions are held back, so a
+//! protocol whose first message happens to look like MBAP leaves nothing behind. Segments that
+//! do not frame are skipped and the next one is probed afresh: a client cannot blind the
+//! decoder by opening with garbage.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -12,8 +19,13 @@ use mamori_models::{Anomaly, ModbusEvent, ModbusPdu, Timestamp, Values};
 use super::names;
 use super::parser::{
     Adu, DecodedPdu, Framing, MAX_LENIENT_MBAP_LENGTH, MAX_MBAP_LENGTH, MAX_PROBE_MBAP_LENGTH,
-    MBAP_HEADER_LEN, parse_modbus_adu, parse_modbus_request, parse_modbus_response,
+    MBAP_HEADER_LEN, header_prefix_plausible, parse_modbus_adu, parse_modbus_request,
+    parse_modbus_response,
 };
+
+/// ADUs framed back to back, without a segment that failed to frame between them, that
+/// confirm a connection as Modbus (a response paired with a request confirms it at once).
+pub const CONFIRM_STREAK: u32 = 3;
 
 /// Limits for one session.
 #[derive(Clone, Copy, Debug)]
@@ -45,9 +57,29 @@ pub enum Direction {
 /// Whether the connection carries Modbus.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// Not confirmed yet: transactions framed so far are held back.
     Undecided,
     Modbus,
+    /// Decided when the connection ended without being confirmed.
     NotModbus,
+}
+
+/// Framing evidence gathered while the verdict is undecided.
+#[derive(Clone, Copy, Debug, Default)]
+struct Probe {
+    /// ADUs framed.
+    framed: u32,
+    /// Segments that did not frame (each one's remaining bytes were skipped).
+    failures: u32,
+    /// ADUs framed since the last failure.
+    streak: u32,
+}
+
+impl Probe {
+    /// Whether what framed outweighs what did not: the held transactions are Modbus.
+    fn favourable(&self) -> bool {
+        self.framed > self.failures
+    }
 }
 
 /// Counters a session adds to; the pipeline owns them.
@@ -58,6 +90,8 @@ pub struct SessionCounters {
     pub resynchronisations: u64,
     pub skipped_bytes: u64,
     pub pending_overflows: u64,
+    /// Transactions held on a connection that turned out not to be Modbus, discarded.
+    pub unconfirmed_discarded: u64,
 }
 
 #[derive(Debug, Default)]
@@ -129,6 +163,7 @@ pub struct ModbusSession {
     client: (IpAddr, u16),
     server: (IpAddr, u16),
     verdict: Verdict,
+    probe: Probe,
     dirs: [DirState; 2],
     pending: VecDeque<Transaction>,
     limits: SessionLimits,
@@ -140,6 +175,7 @@ impl ModbusSession {
             client,
             server,
             verdict: Verdict::Undecided,
+            probe: Probe::default(),
             dirs: [DirState::default(), DirState::default()],
             pending: VecDeque::new(),
             limits,
@@ -214,6 +250,15 @@ impl ModbusSession {
         counters: &mut SessionCounters,
         out: &mut Vec<ModbusEvent>,
     ) {
+        // A request that framed cleanly and waited out the timeout with nothing against it:
+        // Modbus to a device that did not answer (or a write that stopped it), reported now
+        // rather than when the connection ends.
+        if self.verdict == Verdict::Undecided
+            && self.probe.favourable()
+            && self.pending.front().is_some_and(|t| self.overdue(t, now))
+        {
+            self.verdict = Verdict::Modbus;
+        }
         self.release(now, false, counters, out);
     }
 
@@ -224,7 +269,31 @@ impl ModbusSession {
         counters: &mut SessionCounters,
         out: &mut Vec<ModbusEvent>,
     ) {
+        if self.verdict == Verdict::Undecided {
+            if self.probe.favourable() {
+                self.verdict = Verdict::Modbus;
+            } else {
+                self.give_up(counters);
+            }
+        }
         self.release(ts, true, counters, out);
+    }
+
+    /// The connection is not Modbus: what was held goes.
+    fn give_up(&mut self, counters: &mut SessionCounters) {
+        self.verdict = Verdict::NotModbus;
+        counters.unconfirmed_discarded += self.pending.len() as u64;
+        self.pending.clear();
+        for d in &mut self.dirs {
+            d.partial.clear();
+            d.partial_ts = None;
+        }
+    }
+
+    fn overdue(&self, t: &Transaction, now: Timestamp) -> bool {
+        t.request_ts().is_some_and(|at| {
+            now.as_micros().saturating_sub(at.as_micros()) > self.limits.response_timeout_us
+        })
     }
 
     fn dirs_mut(&mut self, idx: usize) -> &mut DirState {
@@ -243,26 +312,60 @@ impl ModbusSession {
         out: &mut Vec<ModbusEvent>,
     ) -> &'a [u8] {
         let total = input.len();
+        let whole = input;
         loop {
             let ts = stamps.at(total - input.len());
-            let max_length = match self.verdict {
-                Verdict::Modbus => MAX_LENIENT_MBAP_LENGTH,
-                _ => MAX_PROBE_MBAP_LENGTH,
+            let confirmed = self.verdict == Verdict::Modbus;
+            let max_length = if confirmed {
+                MAX_LENIENT_MBAP_LENGTH
+            } else {
+                MAX_PROBE_MBAP_LENGTH
             };
-            match parse_modbus_adu(input, max_length) {
+            let framing = match parse_modbus_adu(input, max_length) {
+                // A length beyond what any device sends is believed only when its bytes are
+                // all there: waiting for them would swallow the ADUs that follow (a lying
+                // length field hides the commands behind it).
+                Framing::NeedMore if declared_length(input) > MAX_PROBE_MBAP_LENGTH => {
+                    Framing::NotModbus
+                }
+                // Before confirmation, a cut header must still be plausible as far as it goes.
+                Framing::NeedMore
+                    if !confirmed
+                        && input.len() < MBAP_HEADER_LEN
+                        && !header_prefix_plausible(input, max_length) =>
+                {
+                    Framing::NotModbus
+                }
+                f => f,
+            };
+            match framing {
                 Framing::NeedMore => return input,
                 Framing::Adu(adu, n) => {
-                    self.verdict = Verdict::Modbus;
                     counters.adus += 1;
-                    self.on_adu(dir, ts, adu, counters, out);
+                    let paired = self.on_adu(dir, ts, adu, counters, out);
+                    if !confirmed {
+                        self.probe.framed = self.probe.framed.saturating_add(1);
+                        self.probe.streak = self.probe.streak.saturating_add(1);
+                        if paired || self.probe.streak >= CONFIRM_STREAK {
+                            self.verdict = Verdict::Modbus;
+                        }
+                    }
                     input = input.get(n..).unwrap_or_default();
                 }
-                Framing::NotModbus => {
-                    if self.verdict == Verdict::Undecided {
-                        self.verdict = Verdict::NotModbus;
-                        self.pending.clear();
-                        return &[];
+                Framing::NotModbus if !confirmed => {
+                    // Not a segment of Modbus (or not yet): skip it, probe the next afresh. A
+                    // failure inside bytes carried over from the last segment condemns them,
+                    // not the new segment, which is probed from its own start.
+                    self.probe.failures = self.probe.failures.saturating_add(1);
+                    self.probe.streak = 0;
+                    let at = total - input.len();
+                    if at < stamps.carried {
+                        input = whole.get(stamps.carried..).unwrap_or_default();
+                        continue;
                     }
+                    return &[];
+                }
+                Framing::NotModbus => {
                     // Established Modbus, but these bytes do not frame: find the next header.
                     let skip = resync_offset(input);
                     counters.resynchronisations += 1;
@@ -274,6 +377,8 @@ impl ModbusSession {
         }
     }
 
+    /// Takes one ADU into the transaction queue; true when it is a response that answered
+    /// an outstanding request from the same unit (a server echoes the unit it was asked for).
     fn on_adu(
         &mut self,
         dir: Direction,
@@ -281,7 +386,7 @@ impl ModbusSession {
         adu: Adu<'_>,
         counters: &mut SessionCounters,
         out: &mut Vec<ModbusEvent>,
-    ) {
+    ) -> bool {
         let state = self.dirs_mut(dir as usize);
         let mut stream_flags = Vec::new();
         if adu.header.length > MAX_MBAP_LENGTH {
@@ -322,16 +427,8 @@ impl ModbusSession {
                 }
                 txn.request = Some((pdu_fields(decoded.fields, ts, adu), decoded.raw_function));
                 self.pending.push_back(txn);
-                if self.pending.len() > self.limits.max_pending {
-                    counters.pending_overflows += 1;
-                    if let Some(mut oldest) = self.pending.pop_front() {
-                        oldest.flag(Anomaly::PendingLimit);
-                        if oldest.response.is_none() && oldest.request.is_some() {
-                            oldest.flag(Anomaly::UnansweredRequest);
-                        }
-                        self.emit(oldest, counters, out);
-                    }
-                }
+                self.bound_pending(counters, out);
+                false
             }
             Direction::ToClient => {
                 let decoded = parse_modbus_response(adu.pdu);
@@ -345,6 +442,7 @@ impl ModbusSession {
                             txn.flag(a);
                         }
                         attach_response(txn, decoded, ts, adu);
+                        txn.unit == unit
                     }
                     None => {
                         let mut txn = Transaction {
@@ -358,9 +456,32 @@ impl ModbusSession {
                         txn.flag(Anomaly::UnsolicitedResponse);
                         attach_response(&mut txn, decoded, ts, adu);
                         self.pending.push_back(txn);
+                        self.bound_pending(counters, out);
+                        false
                     }
                 }
             }
+        }
+    }
+
+    /// Keeps the queue within its limit: the oldest transaction leaves early, reported when
+    /// the connection is confirmed, discarded while it is not (it may not be Modbus at all).
+    /// Unsolicited responses count too: a flood of them behind one outstanding request must
+    /// not grow the queue for a whole response timeout.
+    fn bound_pending(&mut self, counters: &mut SessionCounters, out: &mut Vec<ModbusEvent>) {
+        while self.pending.len() > self.limits.max_pending {
+            counters.pending_overflows += 1;
+            let Some(mut oldest) = self.pending.pop_front() else {
+                return;
+            };
+            if self.verdict != Verdict::Modbus {
+                continue;
+            }
+            oldest.flag(Anomaly::PendingLimit);
+            if oldest.response.is_none() && oldest.request.is_some() {
+                oldest.flag(Anomaly::UnansweredRequest);
+            }
+            self.emit(oldest, counters, out);
         }
     }
 
@@ -373,11 +494,12 @@ impl ModbusSession {
         counters: &mut SessionCounters,
         out: &mut Vec<ModbusEvent>,
     ) {
+        if self.verdict != Verdict::Modbus {
+            return;
+        }
         while let Some(front) = self.pending.front() {
             let done = front.response.is_some() || front.request.is_none();
-            let timed_out = front.request_ts().is_some_and(|t| {
-                now.as_micros().saturating_sub(t.as_micros()) > self.limits.response_timeout_us
-            });
+            let timed_out = self.overdue(front, now);
             if !(done || timed_out || all) {
                 break;
             }
@@ -489,27 +611,304 @@ fn check_against_request(txn: &mut Transaction, resp: &mut ModbusPdu) {
     }
 }
 
+/// The MBAP length field of a header at the start of `input` (0 when it is not all there).
+fn declared_length(input: &[u8]) -> u16 {
+    match input.get(4..6) {
+        Some(&[hi, lo]) => u16::from_be_bytes([hi, lo]),
+        _ => 0,
+    }
+}
+
 /// Where the next plausible ADU starts in `input` (after its first byte): a header that frames
-/// a whole ADU followed by the end of the data or by another plausible header, or a plausible
-/// header cut by the end of the data. Everything is skipped when nothing qualifies, except a
-/// tail too short to judge.
+/// a whole ADU followed by the end of the data or by bytes that can begin another plausible
+/// header, or a plausible header cut by the end of the data. An ADU followed by bytes that
+/// cannot start a header was misframed (the garbage it came out of continues past it), and a
+/// tail too short to judge is kept only if it can still begin a header. Everything is skipped
+/// when nothing qualifies.
 fn resync_offset(input: &[u8]) -> usize {
     for k in 1..input.len() {
         let candidate = input.get(k..).unwrap_or_default();
         if candidate.len() < MBAP_HEADER_LEN {
-            return k;
+            if header_prefix_plausible(candidate, MAX_PROBE_MBAP_LENGTH) {
+                return k;
+            }
+            continue;
         }
         match parse_modbus_adu(candidate, MAX_PROBE_MBAP_LENGTH) {
-            Framing::Adu(_, n) => match parse_modbus_adu(
-                candidate.get(n..).unwrap_or_default(),
-                MAX_PROBE_MBAP_LENGTH,
-            ) {
-                Framing::NotModbus => continue,
-                Framing::Adu(..) | Framing::NeedMore => return k,
-            },
+            Framing::Adu(_, n) => {
+                let after = candidate.get(n..).unwrap_or_default();
+                let follows = match parse_modbus_adu(after, MAX_PROBE_MBAP_LENGTH) {
+                    Framing::NotModbus => false,
+                    Framing::Adu(..) => true,
+                    Framing::NeedMore => {
+                        after.len() >= MBAP_HEADER_LEN
+                            || header_prefix_plausible(after, MAX_PROBE_MBAP_LENGTH)
+                    }
+                };
+                if follows {
+                    return k;
+                }
+            }
             Framing::NeedMore => return k,
             Framing::NotModbus => continue,
         }
     }
     input.len()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+
+    fn session() -> ModbusSession {
+        ModbusSession::new(
+            ("10.0.0.66".parse().unwrap(), 40000),
+            ("10.0.0.21".parse().unwrap(), 502),
+            SessionLimits::default(),
+        )
+    }
+
+    fn adu(tid: u16, unit: u8, pdu: &[u8]) -> Vec<u8> {
+        let mut v = tid.to_be_bytes().to_vec();
+        v.extend([0, 0]);
+        v.extend(((pdu.len() + 1) as u16).to_be_bytes());
+        v.push(unit);
+        v.extend(pdu);
+        v
+    }
+
+    /// Feeds segments in order (each its own chunk) one millisecond apart, then ends the flow.
+    fn run(
+        segments: &[(Direction, Vec<u8>)],
+    ) -> (ModbusSession, Vec<ModbusEvent>, SessionCounters) {
+        let mut s = session();
+        let mut c = SessionCounters::default();
+        let mut out = Vec::new();
+        let mut ms = 0;
+        for (dir, bytes) in segments {
+            ms += 1;
+            s.on_data(
+                *dir,
+                Timestamp::from_micros(ms * 1000),
+                bytes,
+                &mut c,
+                &mut out,
+            );
+        }
+        s.finish(Timestamp::from_micros((ms + 1) * 1000), &mut c, &mut out);
+        (s, out, c)
+    }
+
+    use Direction::{ToClient as Resp, ToServer as Req};
+
+    #[test]
+    fn a_scan_opening_with_function_code_zero_is_modbus() {
+        // Before: function code 0 made the first header "not Modbus" and the flow was dropped.
+        let (s, out, _) = run(&[
+            (Req, adu(1, 1, &[0x00, 0, 0, 0, 1])),
+            (Resp, adu(1, 1, &[0x80, 0x01])),
+            (Req, adu(2, 1, &[0x80, 0, 0, 0, 1])),
+            (Resp, adu(2, 1, &[0x80, 0x01])),
+            (Req, adu(3, 1, &[0x01, 0, 0, 0, 1])),
+            (Resp, adu(3, 1, &[0x81, 0x01])),
+        ]);
+        assert_eq!(s.verdict(), Verdict::Modbus);
+        assert_eq!(out.len(), 3);
+        for e in &out {
+            assert!(e.request.is_some() && e.response.is_some(), "{e:?}");
+            assert_eq!(e.exception_code, Some(1));
+        }
+        assert_eq!((out[0].func, out[0].func_name.as_ref()), (0, "unknown-0"));
+        assert!(out[0].anomalies.contains(&Anomaly::UnknownFunction));
+        assert!(out[1].anomalies.contains(&Anomaly::InvalidValue));
+    }
+
+    #[test]
+    fn a_connection_opening_with_garbage_is_still_decoded() {
+        // Before: one segment that did not frame gave the connection up for good, so a
+        // client could open with junk and then send commands unseen.
+        for opening in [
+            b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+            vec![
+                0x00, 0x01, 0x00, 0x07, 0x00, 0x06, 0x01, 0x03, 0x00, 0x00, 0x00, 0x01,
+            ],
+            // A header announcing more than any device sends.
+            adu(9, 1, &[0x10; 300]),
+            // The tail of an ADU whose head preceded the capture.
+            vec![0x00, 0x01],
+        ] {
+            let (s, out, _) = run(&[
+                (Req, opening.clone()),
+                (Req, adu(1, 1, &[0x06, 0x00, 0x10, 0x03, 0xE7])),
+                (Resp, adu(1, 1, &[0x06, 0x00, 0x10, 0x03, 0xE7])),
+            ]);
+            assert_eq!(s.verdict(), Verdict::Modbus, "{opening:02x?}");
+            assert_eq!(out.len(), 1, "{opening:02x?}: {out:?}");
+            assert_eq!(out[0].func, 6);
+        }
+    }
+
+    #[test]
+    fn a_look_alike_that_stops_framing_reports_nothing() {
+        // One message of another protocol that happens to frame as MBAP, then its traffic
+        // goes on in segments that do not: nothing is reported, the connection is not Modbus.
+        let (s, out, c) = run(&[
+            (Req, adu(0x1603, 3, &[0x01, 0x02, 0x03])),
+            (
+                Resp,
+                b"\x16\x03\x03\x00\x40 server hello, certificate, done ...".to_vec(),
+            ),
+            (
+                Req,
+                b"\x16\x03\x03\x00\x25 client key exchange ...".to_vec(),
+            ),
+        ]);
+        assert_eq!(s.verdict(), Verdict::NotModbus);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(c.unconfirmed_discarded, 1);
+    }
+
+    #[test]
+    fn a_lone_request_is_reported_at_its_timeout_or_at_the_end() {
+        // A write that crashed the device: no response, the connection stays open.
+        let mut s = session();
+        let mut c = SessionCounters::default();
+        let mut out = Vec::new();
+        let write = adu(1, 255, &[0x05, 0x00, 0x01, 0xFF, 0x00]);
+        s.on_data(Req, Timestamp::from_micros(0), &write, &mut c, &mut out);
+        s.finish_timed_out(Timestamp::from_micros(5_000_000), &mut c, &mut out);
+        assert!(out.is_empty(), "held while undecided and not overdue");
+        s.finish_timed_out(Timestamp::from_micros(10_000_001), &mut c, &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].anomalies.contains(&Anomaly::UnansweredRequest));
+        assert_eq!(s.verdict(), Verdict::Modbus);
+
+        let (_, out, _) = run(&[(Req, write)]);
+        assert_eq!(out.len(), 1, "reported when the connection ends");
+    }
+
+    #[test]
+    fn three_adus_in_a_row_or_a_paired_response_confirm() {
+        let mut s = session();
+        let mut c = SessionCounters::default();
+        let mut out = Vec::new();
+        let t = Timestamp::from_micros(1);
+        for tid in 0..2 {
+            s.on_data(Req, t, &adu(tid, 1, &[3, 0, 0, 0, 1]), &mut c, &mut out);
+            assert_eq!(s.verdict(), Verdict::Undecided);
+        }
+        s.on_data(Req, t, &adu(2, 1, &[3, 0, 0, 0, 1]), &mut c, &mut out);
+        assert_eq!(s.verdict(), Verdict::Modbus);
+
+        let pair = |response_tid: u16, response_unit: u8| {
+            let mut s = session();
+            let (mut c, mut out) = (SessionCounters::default(), Vec::new());
+            s.on_data(Req, t, &adu(7, 1, &[3, 0, 0, 0, 1]), &mut c, &mut out);
+            let answer = adu(response_tid, response_unit, &[3, 2, 0, 0]);
+            s.on_data(Resp, t, &answer, &mut c, &mut out);
+            s.verdict()
+        };
+        assert_eq!(pair(7, 1), Verdict::Modbus);
+        assert_eq!(pair(8, 1), Verdict::Undecided, "a response to another id");
+        assert_eq!(
+            pair(7, 2),
+            Verdict::Undecided,
+            "a response from another unit"
+        );
+    }
+
+    #[test]
+    fn a_lying_length_field_does_not_swallow_the_commands_behind_it() {
+        // Established connection; a header announces 1000 bytes but its segment carries 12.
+        // Before: the framer waited for 1006 bytes and took the next writes as that ADU's body.
+        let mut segments = vec![
+            (Req, adu(1, 1, &[3, 0, 0, 0, 1])),
+            (Resp, adu(1, 1, &[3, 2, 0, 0])),
+        ];
+        let mut liar = adu(2, 1, &[6, 0, 0, 0, 0]);
+        liar[4..6].copy_from_slice(&1000u16.to_be_bytes());
+        segments.push((Req, liar));
+        for tid in 3..8u16 {
+            segments.push((Req, adu(tid, 1, &[6, 0, 0x10, 0x03, 0xE7])));
+            segments.push((Resp, adu(tid, 1, &[6, 0, 0x10, 0x03, 0xE7])));
+        }
+        let (_, out, _) = run(&segments);
+        let writes: Vec<u16> = out
+            .iter()
+            .filter(|e| e.func == 6 && e.request.is_some() && e.response.is_some())
+            .map(|e| e.tid)
+            .collect();
+        assert_eq!(writes, vec![3, 4, 5, 6, 7], "{out:#?}");
+    }
+
+    #[test]
+    fn garbage_after_an_adu_does_not_make_the_next_segment_count_twice() {
+        // Seen in the Digital Bond test data (modbus_test_data_part1, frames 111 and 113): a
+        // device sends an ADU followed by 3 stray bytes, twice. Zeek and tshark, reading a byte
+        // stream, lose the second copy; resynchronising on it through the stray bytes made one
+        // response more than both.
+        let mut segments: Vec<(Direction, Vec<u8>)> =
+            (0..3).map(|_| (Resp, adu(1, 10, &[0x81, 0x06]))).collect();
+        let mut odd = adu(1, 10, &[0x2A, 0x0E, 0x04, 0x01]);
+        odd.extend([0x01, 0x01, 0x23]);
+        segments.push((Resp, odd.clone()));
+        segments.push((Resp, odd));
+        let (_, out, _) = run(&segments);
+        assert_eq!(out.len(), 4, "{out:#?}");
+    }
+
+    #[test]
+    fn resynchronisation_still_finds_an_adu_after_garbage() {
+        let mut after_junk = b"junk".to_vec();
+        after_junk.extend(adu(2, 1, &[3, 0, 0, 0, 1]));
+        let (_, out, c) = run(&[
+            (Req, adu(1, 1, &[3, 0, 0, 0, 1])),
+            (Resp, adu(1, 1, &[3, 2, 0, 0])),
+            (Req, after_junk),
+            (Resp, adu(2, 1, &[3, 2, 0, 0])),
+        ]);
+        assert_eq!(out.len(), 2);
+        assert!(out[1].anomalies.contains(&Anomaly::Resynchronised));
+        assert_eq!((c.resynchronisations, c.skipped_bytes), (1, 4));
+    }
+
+    #[test]
+    fn unsolicited_responses_behind_a_waiting_request_stay_bounded() {
+        let mut s = session();
+        let mut c = SessionCounters::default();
+        let mut out = Vec::new();
+        let t = Timestamp::from_micros(1);
+        s.on_data(Req, t, &adu(1, 1, &[3, 0, 0, 0, 1]), &mut c, &mut out);
+        s.on_data(Resp, t, &adu(1, 1, &[3, 2, 0, 0]), &mut c, &mut out);
+        s.on_data(Req, t, &adu(2, 1, &[3, 0, 0, 0, 1]), &mut c, &mut out);
+        for tid in 1000..1500u16 {
+            s.on_data(Resp, t, &adu(tid, 1, &[3, 2, 0, 0]), &mut c, &mut out);
+            assert!(s.pending.len() <= SessionLimits::default().max_pending);
+        }
+        assert!(c.pending_overflows > 0);
+    }
+
+    #[test]
+    fn prefix_plausibility() {
+        assert!(header_prefix_plausible(&[], 260));
+        assert!(header_prefix_plausible(
+            &[0x12, 0x34, 0x00, 0x00, 0x01],
+            260
+        ));
+        assert!(!header_prefix_plausible(&[0x01, 0x01, 0x23], 260));
+        assert!(!header_prefix_plausible(
+            &[0x00, 0x01, 0x00, 0x00, 0x02],
+            260
+        ));
+        assert!(!header_prefix_plausible(&[0, 1, 0, 0, 0, 1], 260));
+        // The ADU at offset 3 is followed by bytes that cannot start a header: not a boundary.
+        let mut buf = vec![0x01, 0x01, 0x23];
+        buf.extend(adu(1, 10, &[0x2A, 0x0E, 0x04, 0x01]));
+        buf.extend([0x01, 0x01, 0x23]);
+        assert_ne!(resync_offset(&buf), 3);
+        buf.truncate(buf.len() - 3);
+        assert_eq!(resync_offset(&buf), 3);
+    }
 }
