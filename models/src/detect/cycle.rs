@@ -261,6 +261,9 @@ struct ChannelState {
     period_us: u64,
     jitter_us: u64,
     last: Option<Timestamp>,
+    /// The interval before the last request, µs: an early request right after a late one is
+    /// the master catching up on its schedule, not an extra request.
+    prev_interval_us: Option<u64>,
     /// A missing-polls alert was raised and the channel has not been heard since.
     silent: bool,
 }
@@ -288,6 +291,7 @@ impl CycleDetector {
                             period_us,
                             jitter_us: p.jitter_us,
                             last: None,
+                            prev_interval_us: None,
                             silent: false,
                         },
                     )
@@ -402,7 +406,14 @@ impl CycleDetector {
             && let Some(d) = ev.ts.micros_since(last)
         {
             let early = (st.period_us as f64 * self.cfg.early_ratio) as u64;
-            if d < early.saturating_sub(st.jitter_us) {
+            // A master late by a scheduling hiccup polls the next one early to keep its
+            // schedule: the two intervals together are about two periods.
+            let catching_up = st.prev_interval_us.is_some_and(|prev| {
+                let slack = st.jitter_us.max(st.period_us / 4);
+                prev > st.period_us && prev.saturating_add(d) <= 2 * st.period_us + slack
+            });
+            st.prev_interval_us = Some(d);
+            if d < early.saturating_sub(st.jitter_us) && !catching_up {
                 book.raise(Raise {
                     ts: ev.ts,
                     detector: DetectorName::PollingCycle,
@@ -434,5 +445,76 @@ impl CycleDetector {
             }
         }
         st.last = Some(st.last.map_or(ev.ts, |l| l.max(ev.ts)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    use std::borrow::Cow;
+
+    use super::*;
+    use crate::event::ModbusPdu;
+
+    fn poll(t_ms: i64) -> ModbusEvent {
+        let ts = Timestamp::from_micros(1_714_557_600_000_000 + t_ms * 1000);
+        let pdu = ModbusPdu {
+            ts,
+            address: Some(0),
+            quantity: Some(4),
+            ..ModbusPdu::default()
+        };
+        ModbusEvent {
+            ts,
+            src_ip: [10, 0, 0, 2].into(),
+            src_port: 50_000,
+            dst_ip: [10, 0, 0, 5].into(),
+            dst_port: 502,
+            tid: 1,
+            unit: 1,
+            func: 3,
+            func_name: Cow::Borrowed("READ_HOLDING_REGISTERS"),
+            request: Some(pdu.clone()),
+            response: Some(pdu),
+            exception: None,
+            exception_code: None,
+            latency_us: Some(1_000),
+            anomalies: Vec::new(),
+        }
+    }
+
+    /// A one-second poll learned for ten minutes, then: a poll 900 ms late followed by one on
+    /// schedule (catching up, 100 ms after), and later an injected request 300 ms after a poll.
+    #[test]
+    fn catching_up_is_not_an_extra_request_but_an_injection_is() {
+        let mut learner = CycleLearner::default();
+        let mut over = Overflow::default();
+        for i in 0..600 {
+            learner.observe(&poll(i * 1000), &Limits::default(), &mut over);
+        }
+        let base = learner.finish(&CycleConfig::default());
+        let mut d = CycleDetector::new(&base, CycleConfig::default());
+        let mut book = AlertBook::new(600_000_000, 100);
+        let mut times: Vec<i64> = (600..700).map(|i| i * 1000).collect();
+        // Late by 900 ms, then on schedule.
+        times.retain(|&t| t != 650_000);
+        times.push(650_900);
+        times.push(680_300);
+        times.sort_unstable();
+        for t in times {
+            let ev = poll(t);
+            d.tick(ev.ts, &mut book);
+            d.observe(&ev, &mut book);
+        }
+        let alerts = book.into_sorted();
+        let extra: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.kind == "extra_requests")
+            .collect();
+        assert_eq!(extra.len(), 1, "{alerts:#?}");
+        assert_eq!(
+            extra[0].ts,
+            Timestamp::from_micros(1_714_557_600_000_000 + 680_300_000)
+        );
     }
 }

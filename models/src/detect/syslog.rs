@@ -7,9 +7,11 @@
 //!
 //! What pages and what is only recorded (docs/detection.md): a rare template that was seen
 //! while learning is an observation (info). A never-seen template is an alert only when it is
-//! security-relevant: from the security facilities (auth 4, authpriv 10), of syslog severity
-//! critical or worse (≤ 2), or of a family with an ATT&CK technique (logins, firmware, program
-//! downloads, restarts, mode changes, log clearing); any other new message is an observation.
+//! security-relevant: of syslog severity critical or worse (≤ 2), or of a family with an ATT&CK
+//! technique other than logins (default credentials, firmware, program downloads, restarts,
+//! mode changes, log clearing). Any other new message is an observation: a logon, a single
+//! failed password (four of one never-seen template within a window are a `syslog_rate_burst`),
+//! a variant of a learned template (the same words but one: another user name).
 //! An alert's severity comes from the message: low by default, one step up for the security
 //! facilities or severity error or worse (≤ 3), two steps for alert or emergency (≤ 1).
 
@@ -25,6 +27,8 @@ use crate::templates::{MinerConfig, TemplateId, TemplateMiner};
 
 /// Learned counts at or below this make a template rare.
 const RARE_MAX_COUNT: u64 = 2;
+/// Messages of a never-seen template within one window beyond which they are a burst.
+const NEW_TEMPLATE_BURST: u64 = 4;
 /// Probability of a window count under the learned Poisson rate below which it is a burst.
 const BURST_TAIL: f64 = 1e-6;
 /// Application name used when a message has none.
@@ -273,12 +277,37 @@ fn message_severity(ev: &SyslogEvent) -> Severity {
     s
 }
 
+/// Learned templates of one host and application compared with a new one, at most.
+const MAX_VARIANT_CANDIDATES: usize = 256;
+
+/// A learned template of the same host and application that the new one differs from in one
+/// word only (another user name, another interface): the same message with another value,
+/// which the miner had too few examples to generalise. Not new behaviour.
+fn variant_of(base: &SyslogBaseline, host: &str, app: &str, template: &str) -> Option<String> {
+    let words: Vec<&str> = template.split_whitespace().collect();
+    let lo = (host.to_owned(), app.to_owned(), TemplateId(0));
+    let hi = (host.to_owned(), app.to_owned(), TemplateId(u64::MAX));
+    base.rates
+        .range(lo..=hi)
+        .take(MAX_VARIANT_CANDIDATES)
+        .map(|(_, r)| &r.template)
+        .find(|learned| {
+            let other: Vec<&str> = learned.split_whitespace().collect();
+            other.len() == words.len()
+                && words.len() >= 3
+                && other.iter().zip(&words).filter(|(a, b)| a != b).count() == 1
+        })
+        .cloned()
+}
+
 /// Whether a never-seen message deserves an alert rather than an observation.
+///
+/// Logins are not enough: a user logging on, or mistyping a password once, is everyday life
+/// on the auth facilities; a repeated failure is a burst (`NEW_TEMPLATE_BURST`) and alerts.
 fn security_relevant(ev: &SyslogEvent, evidence: &super::Evidence) -> bool {
-    matches!(ev.facility, Some(4 | 10))
-        || ev.severity.is_some_and(|v| v <= 2)
-        || !super::attack::techniques_for(DetectorName::Syslog, "new_syslog_template", evidence)
-            .is_empty()
+    let techniques =
+        super::attack::techniques_for(DetectorName::Syslog, "new_syslog_template", evidence);
+    ev.severity.is_some_and(|v| v <= 2) || techniques.iter().any(|t| *t != "T0859")
 }
 
 fn up(s: Severity) -> Severity {
@@ -348,7 +377,12 @@ impl SyslogDetector {
                     ("known_from_other_hosts", json!(known_elsewhere)),
                     ("message", json!(ev.msg)),
                 ]);
-                let severity = if security_relevant(ev, &evidence) {
+                let variant = variant_of(base, &host, &app, &template);
+                let mut evidence = evidence;
+                if let Some(v) = &variant {
+                    evidence.insert("variant_of".into(), json!(v));
+                }
+                let severity = if variant.is_none() && security_relevant(ev, &evidence) {
                     msg_severity
                 } else {
                     Severity::Info
@@ -364,11 +398,10 @@ impl SyslogDetector {
                     src_ip: ev.src_ip,
                     dst_ip: None,
                     asset: Some(host.clone()),
-                    subject,
+                    subject: subject.clone(),
                     score: severity.base_score(),
                     evidence,
                 });
-                return;
             }
             Some(r) if r.count <= RARE_MAX_COUNT => {
                 book.raise(Raise {
@@ -395,7 +428,6 @@ impl SyslogDetector {
             }
             Some(_) => {}
         }
-        let Some(r) = learned else { return };
         if !self.windows.contains_key(&key) && self.windows.len() >= self.config.max_keys {
             self.overflow += 1;
             return;
@@ -406,8 +438,18 @@ impl SyslogDetector {
             *st = (w, 0, false);
         }
         st.1 += 1;
-        let lambda = r.count as f64 / base.windows.max(1) as f64;
-        let limit = poisson_bound(lambda, BURST_TAIL).max(r.peak.saturating_mul(2));
+        // A never-seen message repeated within a window is a burst too (a password guessed
+        // at under a user name never seen): its single occurrence was only an observation.
+        let (lambda, peak) = learned.map_or((0.0, 0), |r| {
+            (r.count as f64 / base.windows.max(1) as f64, r.peak)
+        });
+        let limit = poisson_bound(lambda, BURST_TAIL)
+            .max(peak.saturating_mul(2))
+            .max(if learned.is_none() {
+                NEW_TEMPLATE_BURST
+            } else {
+                0
+            });
         if st.1 > limit && !st.2 {
             st.2 = true;
             let severity = up(msg_severity).max(Severity::Medium);
@@ -420,7 +462,7 @@ impl SyslogDetector {
                     "{host} logged \"{template}\" ({app}) {} times within {} s; it averaged {lambda:.2} per window during learning (at most {}).",
                     st.1,
                     self.config.window_us / 1_000_000,
-                    r.peak
+                    peak
                 ),
                 src_ip: ev.src_ip,
                 dst_ip: None,
@@ -503,37 +545,54 @@ mod tests {
     #[test]
     fn benign_novelty_is_recorded_security_novelty_alerts() {
         let base = learned();
-        let alerts = detect(
-            &base,
-            &[
-                // Seen once while learning: an observation.
-                msg(
-                    3_700,
-                    1,
-                    5,
-                    "daemon",
-                    "configuration backup written to flash slot 2",
-                ),
-                // Never seen, nothing security about it: an observation.
-                msg(3_710, 1, 6, "daemon", "fan speed adjusted to level 3"),
-                // Never seen, a failed login on the security facility: an alert.
-                msg(
-                    3_720,
-                    10,
-                    4,
-                    "sshd",
-                    "authentication failure for user admin from 10.9.9.9",
-                ),
-                // Never seen, a firmware upload on an ordinary facility: an alert.
-                msg(
-                    3_730,
-                    1,
-                    5,
-                    "daemon",
-                    "firmware image upload started by 10.9.9.9",
-                ),
-            ],
-        );
+        let mut events = vec![
+            // Seen once while learning: an observation.
+            msg(
+                3_700,
+                1,
+                5,
+                "daemon",
+                "configuration backup written to flash slot 2",
+            ),
+            // Never seen, nothing security about it: an observation.
+            msg(3_710, 1, 6, "daemon", "fan speed adjusted to level 3"),
+            // Never seen, one failed login on the security facility: recorded.
+            msg(
+                3_720,
+                10,
+                4,
+                "sshd",
+                "authentication failure for user admin from 10.9.9.9",
+            ),
+            // Never seen, a firmware upload on an ordinary facility: an alert.
+            msg(
+                3_730,
+                1,
+                5,
+                "daemon",
+                "firmware image upload started by 10.9.9.9",
+            ),
+            // The learned backup message with another slot: the rare template again (the
+            // miner generalised it), folded into its observation.
+            msg(
+                3_740,
+                10,
+                5,
+                "daemon",
+                "configuration backup written to flash slot 3",
+            ),
+        ];
+        // The failed login again and again: a burst.
+        for i in 0..4 {
+            events.push(msg(
+                3_750 + i,
+                10,
+                4,
+                "sshd",
+                "authentication failure for user admin from 10.9.9.9",
+            ));
+        }
+        let alerts = detect(&base, &events);
         let seen: Vec<(&str, Severity)> = alerts
             .iter()
             .map(|a| (a.kind.as_str(), a.severity))
@@ -543,8 +602,9 @@ mod tests {
             [
                 ("rare_syslog_template", Severity::Info),
                 ("new_syslog_template", Severity::Info),
-                ("new_syslog_template", Severity::Medium),
+                ("new_syslog_template", Severity::Info),
                 ("new_syslog_template", Severity::Low),
+                ("syslog_rate_burst", Severity::High),
             ]
         );
     }

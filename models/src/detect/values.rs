@@ -136,10 +136,10 @@ impl RegisterProfile {
         if let Some(states) = &self.states
             && self.reads >= cfg.min_reads_for_states
         {
-            // A run of four or more neighbouring values is a quantised measurement that
-            // happened to stay within a few counts, not a set of states.
+            // A run of three or more neighbouring values is a quantised measurement (or a tap
+            // position) that happened to stay within a few counts, not a set of states.
             let run = usize::from(self.read_max - self.read_min) + 1 == states.len();
-            if !(run && states.len() >= 4) {
+            if !(run && states.len() >= 3) {
                 return RegisterClass::Discrete;
             }
         }
@@ -150,6 +150,15 @@ impl RegisterProfile {
     fn noise(&self) -> f64 {
         let pairs = (self.rises + self.falls).max(1);
         (self.step_sum as f64 / pairs as f64).max(1.0)
+    }
+
+    /// The mean time between two reads while learning, in hours (at least a millisecond).
+    fn interval_h(&self) -> f64 {
+        let span_h = match (self.first_read, self.last_read) {
+            (Some(a), Some(b)) => b.micros_since(a).unwrap_or(0) as f64 / US_PER_H,
+            _ => 0.0,
+        };
+        (span_h / self.reads.saturating_sub(1).max(1) as f64).max(1e-3 / 3600.0)
     }
 
     fn width(&self) -> f64 {
@@ -164,14 +173,15 @@ impl RegisterProfile {
     }
 
     /// How fast the register explored its range while learning, per hour: the speed at which
-    /// the envelope may follow a drift. At least the width per learning hour of a register
-    /// read over a short time, so that a short learning does not make it nervous.
+    /// the envelope may follow a drift. A register learned over a short time explored its
+    /// range quickly, so it may drift quickly (the span is floored at a minute only so that
+    /// two reads close together do not make it unbounded).
     fn drift_per_h(&self) -> f64 {
         let span_h = match (self.first_read, self.last_read) {
             (Some(a), Some(b)) => b.micros_since(a).unwrap_or(0) as f64 / US_PER_H,
             _ => 1.0,
         };
-        self.width() / span_h.max(0.25)
+        self.width() / span_h.max(1.0 / 60.0)
     }
 }
 
@@ -213,7 +223,7 @@ impl Default for ValueConfig {
             step_factor: 2.0,
             jump_min_width_ratio: 0.25,
             drift_factor: 1.0,
-            max_drift_widths: 1.0,
+            max_drift_widths: 2.0,
             setpoint_band_ratio: 0.5,
             deviation_period_s: 3600,
         }
@@ -417,6 +427,17 @@ fn learn_read(p: &mut RegisterProfile, ts: Timestamp, v: u16) {
     }
 }
 
+/// A new set-point within this share of the register's magnitude of its known values is
+/// plausible: operators move set-points by tens of percent, attacks by far more.
+const SETPOINT_MAGNITUDE_SHARE: f64 = 0.25;
+
+/// A change of a device's discrete state (a coil, a status word) explains the jumps of its
+/// measured values for this long: a pump staged off takes its motor current to zero.
+const STATE_CHANGE_EXPLAINS_US: u64 = 60 * 1_000_000;
+
+/// Coils and discrete inputs whose last state is remembered, at most.
+const MAX_BITS: usize = 65_536;
+
 /// A master's write that explains the reads returning its value for a while.
 const WRITE_EXPLAINS_US: u64 = 15 * 60 * 1_000_000;
 
@@ -434,6 +455,8 @@ struct Tracked {
     last: Option<(Timestamp, u16)>,
     /// The values masters wrote while detecting, with when (a few, newest last).
     written: Vec<(Timestamp, u16)>,
+    /// States of a discrete register taken while detecting (written by a master).
+    taken_states: Vec<u16>,
 }
 
 /// Values a register remembers as written while detecting.
@@ -450,6 +473,7 @@ impl Tracked {
             high_ts: None,
             last: None,
             written: Vec::new(),
+            taken_states: Vec::new(),
             class,
             profile,
         }
@@ -493,8 +517,15 @@ impl Tracked {
                 .and_then(|t| ts.micros_since(t))
                 .map_or(0.0, |d| d as f64 / US_PER_H)
         };
+        // How far the value may have wandered in that time: a trend at the learned pace, or a
+        // random walk of the learned step (which goes as the square root of the reads since).
+        let interval_h = p.interval_h();
+        let reach_in = |h: f64| -> f64 {
+            let walk = cfg.noise_margin_factor * p.noise() * (h / interval_h).sqrt();
+            (rate * h).max(walk)
+        };
         if fv > self.high {
-            let reachable = (self.high + rate * since_h(self.high_ts)).min(hard_high);
+            let reachable = (self.high + reach_in(since_h(self.high_ts))).min(hard_high);
             let ok = fv <= reachable + noise;
             let to = fv.min(reachable);
             if to > self.high {
@@ -503,7 +534,7 @@ impl Tracked {
             }
             ok
         } else {
-            let reachable = (self.low - rate * since_h(self.low_ts)).max(hard_low);
+            let reachable = (self.low - reach_in(since_h(self.low_ts))).max(hard_low);
             let ok = fv >= reachable - noise;
             let to = fv.max(reachable);
             if to < self.low {
@@ -514,11 +545,15 @@ impl Tracked {
         }
     }
 
-    /// Widens the envelope to take a value a master wrote or an operator accepted.
+    /// Widens the envelope (and a discrete register's states) to take a value a master
+    /// wrote or that a change of the device's state explains.
     fn take(&mut self, v: u16) {
         let fv = f64::from(v);
         self.low = self.low.min(fv);
         self.high = self.high.max(fv);
+        if !self.taken_states.contains(&v) && self.taken_states.len() < MAX_STATES {
+            self.taken_states.push(v);
+        }
     }
 }
 
@@ -527,6 +562,10 @@ impl Tracked {
 pub(crate) struct ValueDetector {
     cfg: ValueConfig,
     registers: BTreeMap<RegisterKey, Tracked>,
+    /// Last state of each coil and discrete input read while detecting.
+    bits: BTreeMap<RegisterKey, bool>,
+    /// When each device's discrete state last changed (a coil, an input, a discrete register).
+    state_changed: BTreeMap<(IpAddr, u8), Timestamp>,
 }
 
 impl ValueDetector {
@@ -540,10 +579,57 @@ impl ValueDetector {
                 (*k, Tracked::new(p, &cfg))
             })
             .collect();
-        ValueDetector { cfg, registers }
+        ValueDetector {
+            cfg,
+            registers,
+            bits: BTreeMap::new(),
+            state_changed: BTreeMap::new(),
+        }
+    }
+
+    /// Remembers coil and discrete-input states, and when a device's changed.
+    fn track_bits(&mut self, ev: &ModbusEvent) {
+        let Some((table, first, bits)) = bit_reads(ev) else {
+            return;
+        };
+        let mut changed = false;
+        for (i, &b) in bits.iter().enumerate() {
+            let Some(address) = u16::try_from(i).ok().and_then(|i| first.checked_add(i)) else {
+                break;
+            };
+            let key = RegisterKey {
+                server: ev.dst_ip,
+                unit: ev.unit,
+                table,
+                address,
+            };
+            let room = self.bits.len() < MAX_BITS;
+            match self.bits.get_mut(&key) {
+                Some(old) => {
+                    changed |= *old != b;
+                    *old = b;
+                }
+                None if room => {
+                    self.bits.insert(key, b);
+                }
+                None => {}
+            }
+        }
+        if changed {
+            self.state_changed.insert((ev.dst_ip, ev.unit), ev.ts);
+        }
+    }
+
+    /// Whether the device's discrete state changed shortly before `ts`.
+    fn state_explains(&self, server: IpAddr, unit: u8, ts: Timestamp) -> bool {
+        self.state_changed
+            .get(&(server, unit))
+            .and_then(|&t| ts.micros_since(t))
+            .is_some_and(|d| d <= STATE_CHANGE_EXPLAINS_US)
     }
 
     pub(crate) fn observe(&mut self, ev: &ModbusEvent, book: &mut AlertBook) {
+        self.track_bits(ev);
         if let Some((first, values)) = register_writes(ev) {
             self.check_writes(ev, first, values, book);
         }
@@ -593,7 +679,7 @@ impl ValueDetector {
                 (min, max)
             };
             let tolerance = (f64::from(known_max - known_min) * band_ratio)
-                .max(f64::from(known_max) * 0.1)
+                .max(f64::from(known_max) * SETPOINT_MAGNITUDE_SHARE)
                 .max(2.0);
             let fv = f64::from(v);
             let plausible =
@@ -667,32 +753,75 @@ impl ValueDetector {
             ..lo
         };
         let cfg = &self.cfg;
+        let mut explained = self.state_explains(ev.dst_ip, ev.unit, ev.ts);
+        let mut state_change = false;
         for (k, t) in self.registers.range_mut(lo..hi) {
             let Some(&v) = values.get(usize::from(k.address.saturating_sub(first))) else {
                 continue;
             };
             let prev = t.last.replace((ev.ts, v));
+            if t.class == RegisterClass::Discrete && prev.is_some_and(|(_, p)| p != v) {
+                // A status word moved: it explains the measured values that follow it.
+                state_change = true;
+                explained = true;
+            }
             if t.recently_written(ev.ts, v) {
                 continue;
             }
             let finding = match t.class {
                 RegisterClass::Unknown | RegisterClass::Counter => None,
-                RegisterClass::Constant | RegisterClass::Discrete => {
-                    let known = t
-                        .profile
+                RegisterClass::Discrete => {
+                    let p = &t.profile;
+                    // States that are neighbours (a tap changer's positions, a word counting
+                    // slowly) may take the next one on either side.
+                    let run = p
                         .states
                         .as_ref()
-                        .is_some_and(|s| s.binary_search(&v).is_ok());
+                        .is_some_and(|s| usize::from(p.read_max - p.read_min) + 1 == s.len());
+                    let next = run
+                        && v.saturating_add(1) >= p.read_min
+                        && v <= p.read_max.saturating_add(1);
+                    let known = next
+                        || p.states
+                            .as_ref()
+                            .is_some_and(|s| s.binary_search(&v).is_ok())
+                        || t.taken_states.contains(&v);
                     (!known).then(|| Deviation::State {
                         states: t.profile.states.clone().unwrap_or_default(),
                     })
                 }
-                RegisterClass::Analog => jump(t, prev, ev.ts, v, cfg)
+                // A constant is judged like a measured value of no width: a change of one
+                // count (the high word of a counter carrying) is within its margin.
+                RegisterClass::Constant | RegisterClass::Analog => jump(t, prev, ev.ts, v, cfg)
                     .or_else(|| (!t.follows(ev.ts, v, cfg)).then_some(Deviation::Envelope)),
             };
             let Some(finding) = finding else { continue };
+            if explained && !matches!(finding, Deviation::State { .. }) {
+                // The device changed state (a pump staged off): its values move with it.
+                t.take(v);
+                continue;
+            }
             raise_read(book, ev, table, k, t, v, finding, cfg);
         }
+        if state_change {
+            self.state_changed.insert((ev.dst_ip, ev.unit), ev.ts);
+        }
+    }
+}
+
+/// Coils or discrete inputs read: (table, first address, states).
+fn bit_reads(ev: &ModbusEvent) -> Option<(Table, u16, &[bool])> {
+    if ev.exception_code.is_some() {
+        return None;
+    }
+    let first = ev.request.as_ref()?.address?;
+    let Some(crate::event::Values::Coils(bits)) = ev.response.as_ref()?.values.as_ref() else {
+        return None;
+    };
+    match ev.func {
+        1 => Some((Table::Coils, first, bits.as_slice())),
+        2 => Some((Table::DiscreteInputs, first, bits.as_slice())),
+        _ => None,
     }
 }
 
@@ -1082,6 +1211,53 @@ mod tests {
             ],
             "the read-back of a written value is explained: {alerts:#?}"
         );
+    }
+
+    /// The HMI reads coils from `address` on.
+    fn read_coils(t: f64, address: u16, bits: &[bool]) -> ModbusEvent {
+        let req = ModbusPdu {
+            ts: ts(t),
+            address: Some(address),
+            quantity: Some(bits.len() as u16),
+            ..ModbusPdu::default()
+        };
+        let resp = ModbusPdu {
+            ts: ts(t),
+            values: Some(Values::Coils(bits.to_vec())),
+            ..ModbusPdu::default()
+        };
+        event(t, 1, req, Some(resp))
+    }
+
+    #[test]
+    fn a_pump_staged_off_explains_its_current_falling_to_zero() {
+        let mut noise = Noise(7);
+        let current = |n: &mut Noise| (310.0 + 6.0 * n.next()) as u16;
+        let mut learning = Vec::new();
+        for i in 0..1_800 {
+            let t = f64::from(i) * 2.0;
+            learning.push(read_coils(t, 0, &[true]));
+            learning.push(read(t + 0.5, 4, &[current(&mut noise)]));
+        }
+        let b = learn(&learning);
+        let staged = vec![
+            read_coils(3_600.0, 0, &[true]),
+            read(3_600.5, 4, &[current(&mut noise)]),
+            read_coils(3_602.0, 0, &[false]),
+            read(3_602.5, 4, &[0]),
+            read(3_604.5, 4, &[0]),
+        ];
+        assert!(detect(&b, &staged).is_empty(), "{:#?}", detect(&b, &staged));
+        // The same fall with the pump still running: a jump.
+        let unexplained = vec![
+            read_coils(3_600.0, 0, &[true]),
+            read(3_600.5, 4, &[current(&mut noise)]),
+            read_coils(3_602.0, 0, &[true]),
+            read(3_602.5, 4, &[0]),
+        ];
+        let alerts = detect(&b, &unexplained);
+        assert_eq!(alerts.len(), 1, "{alerts:#?}");
+        assert_eq!(alerts[0].kind, "rate_of_change");
     }
 
     #[test]
