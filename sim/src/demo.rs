@@ -39,6 +39,9 @@ pub struct DemoOptions {
     pub duration_seconds: Option<f64>,
     /// Normal traffic after each scenario.
     pub gap_seconds: f64,
+    /// Normal traffic watched after learning, before the first scenario (plant seconds): an
+    /// incident opened then is a false alarm.
+    pub benign_seconds: f64,
     /// Stop once the scenarios have run (tests, CI) instead of running until stopped.
     pub exit_after_attacks: bool,
     pub seed: u64,
@@ -59,6 +62,7 @@ impl Default for DemoOptions {
             duration_seconds: None,
             gap_seconds: 10.0,
             exit_after_attacks: false,
+            benign_seconds: 0.0,
             seed: 1,
             metrics_port: 9103,
             api_port: 9104,
@@ -69,6 +73,8 @@ impl Default for DemoOptions {
 /// What the demo did.
 #[derive(Clone, Debug)]
 pub struct DemoOutcome {
+    /// Incidents opened while learning or watching normal traffic: false alarms.
+    pub incidents_before_attacks: usize,
     pub incidents_opened: u64,
     pub first_incident: Option<i64>,
     pub scenarios_run: usize,
@@ -78,8 +84,12 @@ pub struct DemoOutcome {
     pub first_incident_after_s: Option<f64>,
 }
 
-/// The names to run: `names`, or every attack of the library; unknown names are an error.
+/// The names to run: `names`, or every attack of the library, or none for `none`; unknown
+/// names are an error.
 pub fn scenario_names(names: &[String], classes: &[ScenarioClass]) -> Result<Vec<String>> {
+    if names.len() == 1 && names.first().is_some_and(|n| n == "none") {
+        return Ok(Vec::new());
+    }
     if names.is_empty() {
         return Ok(scenario::LIBRARY
             .iter()
@@ -268,6 +278,7 @@ pub async fn run(options: DemoOptions, stop: impl Future<Output = ()>) -> Result
     let sim = Simulation::start(plant, &local.shipper).await?;
 
     let mut started: Option<std::time::Instant> = None;
+    let mut benign_done: Option<std::time::Instant> = None;
     let mut scenarios_run = 0usize;
     let work = async {
         let learn_real = options.learn_seconds / options.speed;
@@ -282,6 +293,19 @@ pub async fn run(options: DemoOptions, stop: impl Future<Output = ()>) -> Result
             })
             .await?;
         progress.done(&status);
+        if options.benign_seconds > 0.0 {
+            println!(
+                "watching normal traffic for {} s of plant time ({:.0} s)",
+                options.benign_seconds,
+                options.benign_seconds / options.speed
+            );
+            sim.plant
+                .idle(Duration::from_secs_f64(options.benign_seconds))
+                .await;
+            let before = opened.load(Ordering::Relaxed);
+            println!("  {before} incident(s) opened on normal traffic");
+        }
+        benign_done.get_or_insert_with(std::time::Instant::now);
         println!("running {} attack scenario(s)", names.len());
         for name in &names {
             let spec = scenario::find(name).context("scenario")?;
@@ -337,7 +361,12 @@ pub async fn run(options: DemoOptions, stop: impl Future<Output = ()>) -> Result
         .clone();
     // The first incident of the attacks (one opened before is a false positive of learning).
     let first = started.and_then(|s| openings.iter().find(|(_, at)| *at >= s).copied());
+    let incidents_before_attacks = openings
+        .iter()
+        .filter(|(_, at)| benign_done.is_none_or(|b| *at < b))
+        .count();
     Ok(DemoOutcome {
+        incidents_before_attacks,
         incidents_opened: opened.load(Ordering::Relaxed),
         first_incident: first.map(|f| f.0),
         scenarios_run,

@@ -54,9 +54,14 @@ struct DemoArgs {
     /// Every scenario's duration, plant seconds (default: its own, at most 30).
     #[arg(long)]
     duration_seconds: Option<f64>,
-    /// Normal traffic after each scenario, plant seconds.
-    #[arg(long, default_value_t = 10.0)]
+    /// Normal traffic after each scenario, plant seconds. The collector groups alerts into
+    /// incidents within 0.8 of this (event time), so each scenario gets its own.
+    #[arg(long, default_value_t = 30.0)]
     gap_seconds: f64,
+    /// Normal traffic to watch after learning, before the first scenario, plant seconds
+    /// (`--benign-seconds 3600 --scenarios none`: a benign hour, which must open nothing).
+    #[arg(long, default_value_t = 0.0)]
+    benign_seconds: f64,
     /// Exit once the scenarios have run (tests, CI) instead of running until Ctrl-C.
     #[arg(long)]
     exit_after_attacks: bool,
@@ -127,6 +132,7 @@ fn main() -> Result<()> {
                 scenarios: args.scenarios,
                 duration_seconds: args.duration_seconds,
                 gap_seconds: args.gap_seconds,
+                benign_seconds: args.benign_seconds,
                 exit_after_attacks: args.exit_after_attacks,
                 seed: args.seed,
                 metrics_port: args.metrics_port,

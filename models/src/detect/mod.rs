@@ -540,6 +540,7 @@ impl Detector {
             self.cycles.tick(ts, &mut self.book);
         }
         self.syslog.finish(&self.baseline.syslog, &mut self.book);
+        self.values.flush(None, &mut self.book);
         let notes = self.notes();
         let dropped = self.book.dropped;
         let all = self.book.into_sorted();

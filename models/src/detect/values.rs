@@ -435,6 +435,13 @@ const SETPOINT_MAGNITUDE_SHARE: f64 = 0.25;
 /// measured values for this long: a pump staged off takes its motor current to zero.
 const STATE_CHANGE_EXPLAINS_US: u64 = 60 * 1_000_000;
 
+/// How long a finding on a measured value waits for its device's coils to be read: a state
+/// change seen within this after the finding explains it too.
+const STATE_CHANGE_GRACE_US: u64 = 10 * 1_000_000;
+
+/// Findings held at once, at most (beyond, they are raised at once).
+const MAX_PENDING: usize = 4096;
+
 /// Coils and discrete inputs whose last state is remembered, at most.
 const MAX_BITS: usize = 65_536;
 
@@ -566,6 +573,8 @@ pub(crate) struct ValueDetector {
     bits: BTreeMap<RegisterKey, bool>,
     /// When each device's discrete state last changed (a coil, an input, a discrete register).
     state_changed: BTreeMap<(IpAddr, u8), Timestamp>,
+    /// Findings on measured values held for [`STATE_CHANGE_GRACE_US`], oldest first.
+    pending: Vec<((IpAddr, u8), Raise)>,
 }
 
 impl ValueDetector {
@@ -584,7 +593,37 @@ impl ValueDetector {
             registers,
             bits: BTreeMap::new(),
             state_changed: BTreeMap::new(),
+            pending: Vec::new(),
         }
+    }
+
+    /// Raises the held findings whose grace has passed by `now` (all of them for `None`),
+    /// except those a change of their device's state explains.
+    pub(crate) fn flush(&mut self, now: Option<Timestamp>, book: &mut AlertBook) {
+        let due = |ts: Timestamp| {
+            now.is_none_or(|n| {
+                n.micros_since(ts)
+                    .is_some_and(|d| d >= STATE_CHANGE_GRACE_US)
+            })
+        };
+        let mut keep = Vec::new();
+        for (device, r) in std::mem::take(&mut self.pending) {
+            if !due(r.ts) {
+                keep.push((device, r));
+                continue;
+            }
+            let changed = self.state_changed.get(&device).is_some_and(|&c| {
+                c.micros_since(r.ts)
+                    .is_some_and(|d| d <= STATE_CHANGE_GRACE_US)
+                    || r.ts
+                        .micros_since(c)
+                        .is_some_and(|d| d <= STATE_CHANGE_EXPLAINS_US)
+            });
+            if !changed {
+                book.raise(r);
+            }
+        }
+        self.pending = keep;
     }
 
     /// Remembers coil and discrete-input states, and when a device's changed.
@@ -630,6 +669,9 @@ impl ValueDetector {
 
     pub(crate) fn observe(&mut self, ev: &ModbusEvent, book: &mut AlertBook) {
         self.track_bits(ev);
+        if !self.pending.is_empty() {
+            self.flush(Some(ev.ts), book);
+        }
         if let Some((first, values)) = register_writes(ev) {
             self.check_writes(ev, first, values, book);
         }
@@ -753,6 +795,7 @@ impl ValueDetector {
             ..lo
         };
         let cfg = &self.cfg;
+        let mut found = Vec::new();
         let mut explained = self.state_explains(ev.dst_ip, ev.unit, ev.ts);
         let mut state_change = false;
         for (k, t) in self.registers.range_mut(lo..hi) {
@@ -801,7 +844,16 @@ impl ValueDetector {
                 t.take(v);
                 continue;
             }
-            raise_read(book, ev, table, k, t, v, finding, cfg);
+            raise_read(&mut found, ev, table, k, t, v, finding, cfg);
+        }
+        // Held for a moment: the device's coils may be read just after its values, and a
+        // state change they show explains what the values did.
+        for r in found {
+            if self.pending.len() < MAX_PENDING {
+                self.pending.push(((ev.dst_ip, ev.unit), r));
+            } else {
+                book.raise(r);
+            }
         }
         if state_change {
             self.state_changed.insert((ev.dst_ip, ev.unit), ev.ts);
@@ -863,7 +915,7 @@ fn jump(
 
 #[allow(clippy::too_many_arguments)]
 fn raise_read(
-    book: &mut AlertBook,
+    out: &mut Vec<Raise>,
     ev: &ModbusEvent,
     table: Table,
     k: &RegisterKey,
@@ -876,7 +928,7 @@ fn raise_read(
     let asset = format!("{}/{}", ev.dst_ip, ev.unit);
     let register = format!("{}{}", table_letter(table), k.address);
     let mut raise = |kind, severity, summary, subject, score, ev2| {
-        book.raise(Raise {
+        out.push(Raise {
             ts: ev.ts,
             detector: DetectorName::ProcessValue,
             kind,
@@ -1062,6 +1114,7 @@ mod tests {
         for e in events {
             d.observe(e, &mut book);
         }
+        d.flush(None, &mut book);
         book.into_sorted()
     }
 
@@ -1248,6 +1301,20 @@ mod tests {
             read(3_604.5, 4, &[0]),
         ];
         assert!(detect(&b, &staged).is_empty(), "{:#?}", detect(&b, &staged));
+        // The current read before the coils that show the pump off: explained all the same.
+        let read_first = vec![
+            read_coils(3_600.0, 0, &[true]),
+            read(3_600.5, 4, &[current(&mut noise)]),
+            read(3_602.5, 4, &[0]),
+            read_coils(3_604.0, 0, &[false]),
+            read(3_604.5, 4, &[0]),
+            read(3_620.5, 4, &[0]),
+        ];
+        assert!(
+            detect(&b, &read_first).is_empty(),
+            "{:#?}",
+            detect(&b, &read_first)
+        );
         // The same fall with the pump still running: a jump.
         let unexplained = vec![
             read_coils(3_600.0, 0, &[true]),
