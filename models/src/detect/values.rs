@@ -827,6 +827,8 @@ fn raise_read(
                     ("register_class", json!(t.class.as_str())),
                     ("value", json!(v)),
                     ("baseline", extra),
+                    // Per register, the lowest and highest value shown (widened by repeats).
+                    ("observed", json!({ register.as_str(): [v, v] })),
                 ]),
             );
         }
@@ -840,6 +842,22 @@ fn table_letter(table: Table) -> &'static str {
         Table::DiscreteInputs => "di",
         Table::InputRegisters => "ir",
         Table::HoldingRegisters => "hr",
+    }
+}
+
+impl ValueDetector {
+    /// Takes `key`'s profile anew from `base` after an operator widened it: the envelope
+    /// and class follow the accepted values at once; the last read and recent writes stay.
+    pub(crate) fn refresh(&mut self, key: &RegisterKey, base: &ValueBaseline) {
+        let Some(profile) = base.registers.get(key) else {
+            return;
+        };
+        let mut fresh = Tracked::new(profile.clone(), &self.cfg);
+        if let Some(old) = self.registers.remove(key) {
+            fresh.last = old.last;
+            fresh.written = old.written;
+        }
+        self.registers.insert(*key, fresh);
     }
 }
 
