@@ -1457,4 +1457,94 @@ mod tests {
         assert_eq!(s.mode, Mode::Learning);
         assert_eq!(s.learned_events, 0);
     }
+
+    #[test]
+    fn a_device_relearned_is_observed_meanwhile_and_known_after() {
+        let mut e = engine();
+        let mut out = Output::default();
+        e.observe(batch(vec![write(0, "10.0.0.1")]), 5, &mut out);
+        e.set_mode("plant", Mode::Detecting, 5, &mut out).unwrap();
+        let rogue: IpAddr = "10.0.0.66".parse().unwrap();
+        let s = e.relearn("plant", Scope::Asset(rogue), 5_000_000).unwrap();
+        assert_eq!(s.relearning.unwrap().scope, "asset 10.0.0.66");
+        assert!(e.relearn("plant", Scope::Asset(rogue), 1_000_000).is_err());
+        // Meanwhile the device's findings are observations.
+        let mut out = Output::default();
+        e.observe(batch(vec![write(1, "10.0.0.66")]), 5, &mut out);
+        let alerts = &out.alerts[0].alerts;
+        assert!(!alerts.is_empty());
+        assert!(alerts.iter().all(|a| a.severity == Severity::Info
+            && a.evidence.get("relearning") == Some(&serde_json::Value::Bool(true))));
+        // At the end the baseline is stored, and what the device did is known.
+        let mut out = Output::default();
+        e.observe(batch(vec![write(7, "10.0.0.1")]), 5, &mut out);
+        assert_eq!(out.baselines.len(), 1);
+        assert!(e.status.lock().unwrap()["plant"].relearning.is_none());
+        let mut out = Output::default();
+        e.observe(batch(vec![write(8, "10.0.0.66")]), 5, &mut out);
+        assert!(out.alerts.is_empty(), "{:#?}", out.alerts);
+    }
+
+    #[test]
+    fn an_alert_marked_normal_waits_for_its_storage_and_a_learning_site_refuses() {
+        let mut e = engine();
+        let mut out = Output::default();
+        e.observe(batch(vec![write(0, "10.0.0.1")]), 5, &mut out);
+        let (reply, mut answer) = oneshot::channel();
+        let mut out = Output::default();
+        let alert = Alert {
+            ts: Timestamp::from_micros(0),
+            last_ts: Timestamp::from_micros(0),
+            count: 1,
+            detector: mamori_models::detect::DetectorName::PollingCycle,
+            kind: "extra_requests".into(),
+            severity: Severity::Medium,
+            summary: String::new(),
+            src_ip: None,
+            dst_ip: None,
+            asset: None,
+            subject: "s".into(),
+            score: 0.5,
+            evidence: Default::default(),
+            attack: Vec::new(),
+        };
+        e.accept(
+            "plant",
+            1,
+            &alert,
+            "alice".into(),
+            "why".into(),
+            5,
+            &mut out,
+            reply,
+        );
+        assert!(matches!(answer.try_recv(), Ok(Err(AcceptFailure::Site(_)))));
+        e.set_mode("plant", Mode::Detecting, 5, &mut out).unwrap();
+        let (reply, mut answer) = oneshot::channel();
+        let mut out = Output::default();
+        e.accept(
+            "plant",
+            1,
+            &alert,
+            "alice".into(),
+            "why".into(),
+            5,
+            &mut out,
+            reply,
+        );
+        assert!(answer.try_recv().is_err(), "answered once stored");
+        let [a] = &out.acceptances[..] else {
+            panic!("{out:#?}")
+        };
+        assert_eq!(
+            (a.entry.who.as_str(), a.entry.reason.as_str()),
+            ("alice", "why")
+        );
+        assert!(
+            Baseline::from_json(&a.baseline)
+                .unwrap()
+                .accepted
+                .contains(&alert)
+        );
+    }
 }
