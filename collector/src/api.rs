@@ -1,5 +1,6 @@
 //! The HTTP API (JSON): sites and their detection mode, incidents (with their alerts,
-//! assets, lifecycle actions and exports), alerts, the asset inventory and baselines. Every
+//! assets, lifecycle actions and exports), alerts (and marking one as normal), the asset
+//! inventory, baselines (and relearning a device or channel) and the audit trail. Every
 //! request needs `Authorization: Bearer <token>` (the scheme in any case) with a token from
 //! `[api] tokens`; changes need the `write` scope. Refusals are counted
 //! (`mamori_api_refused_total{reason}`) and tokens never appear in logs. Reference:
@@ -27,13 +28,14 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::admission::{AcceptBackoff, Source};
+use crate::audit::{AuditAction, AuditEntry, check_reason};
 use crate::config::{ApiSection, seconds};
-use crate::detection::{DetectionControl, Mode, OnChange};
+use crate::detection::{AcceptFailure, DetectionControl, Mode, OnChange, describe_scope};
 use crate::incident::{Criticality, IncidentDetail, IncidentStatus};
 use crate::incidents::{self, Action, Change, ChangeKind};
 use crate::lockout::Lockout;
 use crate::stats::{self, IntakeStats};
-use crate::store::{AlertQuery, IncidentQuery, StoreError, StoreHandle};
+use crate::store::{AlertQuery, AuditQuery, IncidentQuery, StoreError, StoreHandle};
 
 /// Cap on a request body (the API's bodies are small JSON documents); beyond it `413`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -242,6 +244,9 @@ pub fn router(state: Arc<ApiState>, limits: &ApiLimits) -> Router {
         .route("/api/v1/incidents/{id}/report.md", get(incident_markdown))
         .route("/api/v1/incidents/{id}/report.html", get(incident_html))
         .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/alerts/{id}/normal", post(mark_normal))
+        .route("/api/v1/audit", get(list_audit))
+        .route("/api/v1/sites/{site}/relearn", post(relearn))
         .route("/api/v1/quarantine", get(list_quarantine))
         .route("/api/v1/assets", get(list_assets))
         .route("/api/v1/assets/{site}/{ip}", put(annotate_asset))
@@ -813,4 +818,151 @@ async fn baseline(
         .map(|(_, j)| j)
         .ok_or_else(|| not_found("baseline for this site"))?;
     Ok(typed("application/json", json))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NormalBody {
+    /// Why this is normal: required, it goes to the audit trail.
+    reason: String,
+}
+
+/// "This is normal": the site's detector and stored baseline take the alert's finding in,
+/// the alert is marked accepted and the audit trail records who, when and why.
+async fn mark_normal(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<i64>,
+    Json(body): Json<NormalBody>,
+) -> Result<Json<AuditEntry>, ApiError> {
+    let reason = check_reason(&body.reason).map_err(bad_request)?;
+    let stored = state
+        .store
+        .call(move |s| s.alert(id))
+        .await?
+        .ok_or_else(|| not_found("alert"))?;
+    if let Some(audit) = stored.accepted_audit_id {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("alert {id} is marked as normal already (audit entry {audit})"),
+        ));
+    }
+    let entry = state
+        .control
+        .accept(&stored.site, id, stored.alert, &caller.name, &reason)
+        .await
+        .map_err(|e| {
+            let status = match &e {
+                AcceptFailure::Site(_) => StatusCode::CONFLICT,
+                AcceptFailure::Refused(mamori_models::detect::AcceptError::NotInBaseline {
+                    ..
+                }) => StatusCode::CONFLICT,
+                AcceptFailure::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                AcceptFailure::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                AcceptFailure::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            ApiError(status, e.to_string())
+        })?;
+    Ok(Json(entry))
+}
+
+/// The audit trail, newest first (`?site=`, `?limit=`).
+async fn list_audit(
+    State(state): State<Arc<ApiState>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let query = AuditQuery {
+        site: q.site.clone(),
+        limit: limit(&q)?,
+    };
+    let entries = state.store.call(move |s| s.audit(&query)).await?;
+    Ok(Json(json!({ "audit": entries })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelBody {
+    client: IpAddr,
+    server: IpAddr,
+    unit: u8,
+    func: u8,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelearnBody {
+    /// A device: everything it does as client or server.
+    #[serde(default)]
+    asset: Option<IpAddr>,
+    /// One client's use of one function on one unit of one server.
+    #[serde(default)]
+    channel: Option<ChannelBody>,
+    /// Event time to learn for (default: the site's learning period).
+    #[serde(default)]
+    seconds: Option<f64>,
+    /// Why (kept in the audit trail).
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Learns one device or channel of a detecting site again, from its next event.
+async fn relearn(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path(site): Path<String>,
+    Json(body): Json<RelearnBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use mamori_models::detect::Scope;
+    let (scope, what) = match (body.asset, body.channel) {
+        (Some(ip), None) => (Scope::Asset(ip), json!({ "asset": ip })),
+        (None, Some(c)) => (
+            Scope::Channel {
+                client: c.client,
+                server: c.server,
+                unit: c.unit,
+                func: c.func,
+            },
+            json!({ "channel": { "client": c.client, "server": c.server, "unit": c.unit, "func": c.func } }),
+        ),
+        _ => return Err(bad_request("give either asset or channel")),
+    };
+    if let Some(s) = body.seconds
+        && !(s.is_finite() && (1.0..=366.0 * 86_400.0).contains(&s))
+    {
+        return Err(bad_request("seconds must be in [1, 31622400]"));
+    }
+    let reason = match body.reason.as_deref() {
+        Some(r) => check_reason(r).map_err(bad_request)?,
+        None => String::new(),
+    };
+    if !state.control.status().iter().any(|s| s.site == site) {
+        return Err(not_found("site"));
+    }
+    let status = state
+        .control
+        .relearn(&site, scope, body.seconds)
+        .await
+        .map_err(|e| ApiError(StatusCode::CONFLICT, e))?;
+    let entry = AuditEntry {
+        id: 0,
+        site: site.clone(),
+        action: AuditAction::Relearn,
+        alert_id: None,
+        detector: String::new(),
+        kind: String::new(),
+        subject: describe_scope(&scope),
+        who: caller.name.clone(),
+        unix_ms: now_ms(),
+        reason,
+        changes: json!({ "scope": what, "seconds": body.seconds }),
+    };
+    let id = state.store.call(move |s| s.record_audit(&entry)).await?;
+    tracing::info!(
+        site,
+        scope = describe_scope(&scope),
+        by = caller.name,
+        audit = id,
+        "relearning requested through the API"
+    );
+    Ok(Json(json!({ "site": status, "audit_id": id })))
 }

@@ -20,12 +20,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mamori_models::Event;
 use mamori_models::Timestamp;
 use mamori_models::detect::{
-    Alert, BASELINE_VERSION, Baseline, DetectConfig, Detector, Learner, Severity,
+    AcceptError, Alert, BASELINE_VERSION, Baseline, DetectConfig, Detector, Learner, Scope,
+    Severity,
 };
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::audit::{AuditAction, AuditEntry};
 use crate::config::{DetectionSection, seconds};
 use crate::incident::{Asset, Criticality};
 use crate::incidents::{self, Change, Filing, Policy};
@@ -126,6 +128,65 @@ pub struct SiteStatus {
     /// Alerts of this site are exercise traffic until then (wall time, Unix ms).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exercise_until_unix_ms: Option<u64>,
+    /// A device or channel being learned again while the rest of the site detects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relearning: Option<RelearnStatus>,
+}
+
+/// What the API shows of a relearning in progress.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RelearnStatus {
+    /// `asset 10.0.0.5` or `channel 10.0.0.10>10.0.0.2 unit 1 function 3`.
+    pub scope: String,
+    /// The relearning ends at the first event at or after this time (event time); absent
+    /// until the site's next event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<Timestamp>,
+    /// Events of the scope learned so far.
+    pub events: u64,
+}
+
+/// `asset 10.0.0.5`, `channel 10.0.0.10>10.0.0.2 unit 1 function 3`.
+pub fn describe_scope(scope: &Scope) -> String {
+    match *scope {
+        Scope::Asset(ip) => format!("asset {ip}"),
+        Scope::Channel {
+            client,
+            server,
+            unit,
+            func,
+        } => format!("channel {client}>{server} unit {unit} function {func}"),
+    }
+}
+
+/// Whether `alert` is about what `scope` covers (the devices it names).
+fn in_scope(scope: &Scope, alert: &Alert) -> bool {
+    match *scope {
+        Scope::Asset(ip) => {
+            alert.src_ip == Some(ip)
+                || alert.dst_ip == Some(ip)
+                || alert.asset.as_deref().and_then(asset_ip) == Some(ip)
+        }
+        Scope::Channel { client, server, .. } => {
+            alert.src_ip == Some(client) && alert.dst_ip == Some(server)
+        }
+    }
+}
+
+/// Why marking an alert as normal failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptFailure {
+    /// The site is unknown or not detecting.
+    #[error("{0}")]
+    Site(String),
+    /// The baseline cannot take the finding in.
+    #[error(transparent)]
+    Refused(#[from] AcceptError),
+    /// Applied to the running detector, but the baseline or the audit entry was not stored.
+    #[error("applied to the running detector but not stored ({0}); it is lost at a restart")]
+    Store(String),
+    #[error("detection stopped")]
+    Stopped,
 }
 
 /// A request from the API to the detection task.
@@ -143,6 +204,22 @@ enum Control {
         criticality: Option<Criticality>,
         description: Option<String>,
         reply: oneshot::Sender<Option<Asset>>,
+    },
+    /// An operator's "this is normal" for a stored alert.
+    Accept {
+        alert_id: i64,
+        site: String,
+        alert: Box<Alert>,
+        who: String,
+        reason: String,
+        reply: oneshot::Sender<Result<AuditEntry, AcceptFailure>>,
+    },
+    Relearn {
+        site: String,
+        scope: Scope,
+        /// Event time to learn for (None: the site's learning period).
+        seconds: Option<f64>,
+        reply: oneshot::Sender<Result<SiteStatus, String>>,
     },
 }
 
@@ -202,6 +279,51 @@ impl DetectionControl {
         answer.await.map_err(|_| "detection stopped".to_string())
     }
 
+    /// Marks the stored alert `alert_id` of `site` as normal for `who`, because `reason`:
+    /// the site's running detector and its stored baseline take the finding in, the alert is
+    /// marked accepted, and the audit trail records it (the stored entry is returned).
+    pub async fn accept(
+        &self,
+        site: &str,
+        alert_id: i64,
+        alert: Alert,
+        who: &str,
+        reason: &str,
+    ) -> Result<AuditEntry, AcceptFailure> {
+        let (reply, answer) = oneshot::channel();
+        self.ask(Control::Accept {
+            alert_id,
+            site: site.to_owned(),
+            alert: Box::new(alert),
+            who: who.to_owned(),
+            reason: reason.to_owned(),
+            reply,
+        })
+        .await
+        .map_err(|_| AcceptFailure::Stopped)?;
+        answer.await.map_err(|_| AcceptFailure::Stopped)?
+    }
+
+    /// Learns `scope` of a detecting `site` again from its next event, for `seconds` of
+    /// event time (default: the learning period), then replaces that part of its baseline;
+    /// the rest of the site detects meanwhile, and alerts about the scope are observations.
+    pub async fn relearn(
+        &self,
+        site: &str,
+        scope: Scope,
+        seconds: Option<f64>,
+    ) -> Result<SiteStatus, String> {
+        let (reply, answer) = oneshot::channel();
+        self.ask(Control::Relearn {
+            site: site.to_owned(),
+            scope,
+            seconds,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| "detection stopped".to_string())?
+    }
+
     async fn ask(&self, c: Control) -> Result<(), String> {
         self.tx
             .send(c)
@@ -230,6 +352,8 @@ enum SiteState {
 struct Output {
     /// (site, baseline JSON): sites that finished learning.
     baselines: Vec<(String, String)>,
+    /// Alerts marked as normal, to store with their baseline and audit entry.
+    acceptances: Vec<Acceptance>,
     /// Sites with alerts to store and file.
     alerts: Vec<SiteAlerts>,
     /// Inventory entries to store.
@@ -240,8 +364,31 @@ struct Output {
 
 impl Output {
     fn is_empty(&self) -> bool {
-        self.baselines.is_empty() && self.alerts.is_empty() && self.assets.is_empty()
+        self.baselines.is_empty()
+            && self.acceptances.is_empty()
+            && self.alerts.is_empty()
+            && self.assets.is_empty()
     }
+}
+
+/// An alert marked as normal: stored in one transaction (the new baseline, the audit entry,
+/// the alert's mark, a note on its incident), then answered.
+#[derive(Debug)]
+struct Acceptance {
+    entry: AuditEntry,
+    baseline: String,
+    reply: oneshot::Sender<Result<AuditEntry, AcceptFailure>>,
+}
+
+/// A device or channel of a detecting site being learned again.
+#[derive(Debug)]
+struct Relearning {
+    scope: Scope,
+    learner: Box<Learner>,
+    period_us: i64,
+    /// Set at the site's first event after the request.
+    until_ts: Option<Timestamp>,
+    events: u64,
 }
 
 #[derive(Debug)]
@@ -261,6 +408,8 @@ struct Engine {
     sites: BTreeMap<String, SiteState>,
     inventory: Inventory,
     exercise_until: BTreeMap<String, u64>,
+    /// At most one relearning per site.
+    relearning: BTreeMap<String, Relearning>,
     stats: Arc<IntakeStats>,
     status: Arc<Mutex<BTreeMap<String, SiteStatus>>>,
 }
@@ -281,9 +430,11 @@ impl Engine {
             if let Some(a) = self.inventory.observe(&site, event) {
                 alerts.push(a);
             }
+            self.relearn_one(&site, event, now_ms, out);
             self.observe_one(&site, event, out);
         }
         alerts.extend(self.drain(&site));
+        self.judge(&site, &mut alerts);
         if !alerts.is_empty() {
             out.received_unix_ms = Some(
                 out.received_unix_ms
@@ -300,6 +451,178 @@ impl Engine {
             Some(SiteState::Detecting { detector, .. }) => detector.drain(),
             _ => Vec::new(),
         }
+    }
+
+    /// What operators said of the site's findings: an accepted finding raised outside the
+    /// detectors (inventory, intake) is an observation, as the detectors raise theirs; so is
+    /// a finding about what is being relearned.
+    fn judge(&self, site: &str, alerts: &mut [Alert]) {
+        if let Some(SiteState::Detecting { detector, .. }) = self.sites.get(site) {
+            for a in alerts.iter_mut() {
+                detector.baseline().accepted.demote(a);
+            }
+        }
+        if let Some(r) = self.relearning.get(site) {
+            for a in alerts.iter_mut().filter(|a| in_scope(&r.scope, a)) {
+                relearning_observation(a);
+            }
+        }
+    }
+
+    /// Learns `event` into `site`'s relearning when it is in scope; ends the relearning
+    /// at its period's end.
+    fn relearn_one(&mut self, site: &str, event: &Event, now_ms: u64, out: &mut Output) {
+        let Some(r) = self.relearning.get_mut(site) else {
+            return;
+        };
+        let ts = event.ts();
+        let period = r.period_us;
+        let until = *r
+            .until_ts
+            .get_or_insert_with(|| ts.saturating_add_micros(period));
+        if ts >= until {
+            self.finish_relearning(site, now_ms, out);
+        } else if r.scope.matches(event) {
+            r.learner.observe(event);
+            r.events += 1;
+        }
+    }
+
+    /// Replaces the relearned scope of `site`'s baseline by what was learned (nothing, for a
+    /// device that fell silent: it is forgotten), stores the baseline and detects with it.
+    fn finish_relearning(&mut self, site: &str, now_ms: u64, out: &mut Output) {
+        let Some(r) = self.relearning.remove(site) else {
+            return;
+        };
+        let Some(SiteState::Detecting { detector, .. }) = self.sites.get_mut(site) else {
+            return;
+        };
+        // What the old detector still holds is stored before it goes.
+        let mut alerts = detector.drain();
+        for a in alerts.iter_mut().filter(|a| in_scope(&r.scope, a)) {
+            relearning_observation(a);
+        }
+        let mut baseline = detector.baseline().clone();
+        baseline.replace_scope(&r.scope, r.learner.finish());
+        let scope = describe_scope(&r.scope);
+        match Detector::new(baseline, self.config.clone()) {
+            Ok(d) => {
+                match d.baseline().to_json() {
+                    Ok(json) => out.baselines.push((site.to_owned(), json)),
+                    Err(e) => tracing::error!(site, error = %e, "cannot encode the baseline"),
+                }
+                **detector = d;
+                tracing::info!(site, scope, events = r.events, "relearning over: detecting");
+            }
+            Err(e) => {
+                tracing::error!(site, scope, error = %e, "relearning dropped: cannot build a detector");
+            }
+        }
+        self.file(site, alerts, now_ms, out);
+    }
+
+    fn relearn(&mut self, site: &str, scope: Scope, period_us: i64) -> Result<SiteStatus, String> {
+        if !lock(&self.status).contains_key(site) {
+            return Err(format!("unknown site {site}"));
+        }
+        if !matches!(self.sites.get(site), Some(SiteState::Detecting { .. })) {
+            return Err(format!(
+                "site {site} is learning as a whole: relearn a device or channel once it detects"
+            ));
+        }
+        if let Some(r) = self.relearning.get(site) {
+            return Err(format!(
+                "site {site} is relearning {} already: wait for it to end",
+                describe_scope(&r.scope)
+            ));
+        }
+        tracing::info!(
+            site,
+            scope = describe_scope(&scope),
+            "relearning from the next event; the rest of the site detects"
+        );
+        self.relearning.insert(
+            site.to_owned(),
+            Relearning {
+                scope,
+                learner: Box::new(Learner::new(self.config.clone()).with_site(site)),
+                period_us,
+                until_ts: None,
+                events: 0,
+            },
+        );
+        self.publish(site);
+        lock(&self.status)
+            .get(site)
+            .cloned()
+            .ok_or_else(|| format!("unknown site {site}"))
+    }
+
+    /// Applies an operator's "this is normal" to `site`'s detector; what is to be stored
+    /// goes to `out`, answered once stored.
+    #[allow(clippy::too_many_arguments)]
+    fn accept(
+        &mut self,
+        site: &str,
+        alert_id: i64,
+        alert: &Alert,
+        who: String,
+        reason: String,
+        now_ms: u64,
+        out: &mut Output,
+        reply: oneshot::Sender<Result<AuditEntry, AcceptFailure>>,
+    ) {
+        let Some(SiteState::Detecting { detector, .. }) = self.sites.get_mut(site) else {
+            let why = if lock(&self.status).contains_key(site) {
+                format!(
+                    "site {site} is learning: its findings can be marked normal once it detects"
+                )
+            } else {
+                format!("unknown site {site}")
+            };
+            let _ = reply.send(Err(AcceptFailure::Site(why)));
+            return;
+        };
+        let accepted = match detector.accept(alert) {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = reply.send(Err(AcceptFailure::Refused(e)));
+                return;
+            }
+        };
+        let baseline = match detector.baseline().to_json() {
+            Ok(json) => json,
+            Err(e) => {
+                let _ = reply.send(Err(AcceptFailure::Store(e.to_string())));
+                return;
+            }
+        };
+        tracing::info!(
+            site,
+            alert = alert_id,
+            by = who,
+            detector = alert.detector.as_str(),
+            kind = alert.kind,
+            changes = accepted.changes.len(),
+            "alert marked as normal: the baseline takes it in"
+        );
+        out.acceptances.push(Acceptance {
+            entry: AuditEntry {
+                id: 0,
+                site: site.to_owned(),
+                action: AuditAction::Normal,
+                alert_id: Some(alert_id),
+                detector: alert.detector.as_str().to_owned(),
+                kind: alert.kind.clone(),
+                subject: alert.subject.clone(),
+                who,
+                unix_ms: now_ms,
+                reason,
+                changes: serde_json::to_value(&accepted).unwrap_or_default(),
+            },
+            baseline,
+            reply,
+        });
     }
 
     /// Hands `alerts` of `site` to the store, with the drill marking and the operator's
@@ -431,6 +754,7 @@ impl Engine {
                 let alerts = self.drain(site);
                 self.file(site, alerts, now_ms, out);
                 tracing::info!(site, "learning again, from the next event");
+                self.relearning.remove(site);
                 if let Some(st) = self.stats.site(site) {
                     st.set_baseline_bytes(0);
                 }
@@ -477,6 +801,11 @@ impl Engine {
             }
         }
         s.exercise_until_unix_ms = self.exercise_until.get(site).copied();
+        s.relearning = self.relearning.get(site).map(|r| RelearnStatus {
+            scope: describe_scope(&r.scope),
+            until: r.until_ts,
+            events: r.events,
+        });
         if let Some(st) = self.stats.site(site) {
             st.set_learning(s.mode == Mode::Learning);
         }
@@ -527,6 +856,7 @@ pub(crate) async fn start(
                     learned_events: 0,
                     events: 0,
                     exercise_until_unix_ms: None,
+                    relearning: None,
                 },
             )
         })
@@ -578,6 +908,7 @@ pub(crate) async fn start(
         sites: states,
         inventory,
         exercise_until: BTreeMap::new(),
+        relearning: BTreeMap::new(),
         stats: Arc::clone(&stats),
         status: Arc::new(Mutex::new(status)),
     };
@@ -712,6 +1043,23 @@ async fn run(
                     out.assets = engine.inventory.take_changed();
                     let _ = reply.send(asset);
                 }
+                Control::Accept {
+                    alert_id,
+                    site,
+                    alert,
+                    who,
+                    reason,
+                    reply,
+                } => engine.accept(&site, alert_id, &alert, who, reason, now, &mut out, reply),
+                Control::Relearn {
+                    site,
+                    scope,
+                    seconds,
+                    reply,
+                } => {
+                    let period = seconds.map_or(engine.learning_period_us, |s| (s * 1e6) as i64);
+                    let _ = reply.send(engine.relearn(&site, scope, period));
+                }
             },
         }
         if out.is_empty() {
@@ -790,6 +1138,10 @@ async fn persist(cx: &Context, out: Output, now_ms: u64) {
             ),
         }
     }
+    for a in out.acceptances {
+        let answer = store_acceptance(cx, a.entry, a.baseline, now_ms).await;
+        let _ = a.reply.send(answer);
+    }
     if out.alerts.is_empty() && out.assets.is_empty() {
         return;
     }
@@ -840,6 +1192,87 @@ async fn persist(cx: &Context, out: Output, now_ms: u64) {
         Err(e) => {
             tracing::error!(alerts = n, error = %e, "cannot store alerts and incidents; lost")
         }
+    }
+}
+
+/// Stores an acceptance in one transaction: the baseline that took the finding in, the
+/// audit entry, the alert's mark, and a note on the alert's incident (its timeline tells
+/// who found the finding normal and why).
+async fn store_acceptance(
+    cx: &Context,
+    entry: AuditEntry,
+    baseline: String,
+    now_ms: u64,
+) -> Result<AuditEntry, AcceptFailure> {
+    let bytes = baseline.len() as u64;
+    let work = Arc::new((entry, baseline));
+    let stored = patiently(|| {
+        let work = Arc::clone(&work);
+        cx.store.call(move |s| {
+            transaction(s, |s| {
+                let (entry, baseline) = &*work;
+                s.store_baseline(&entry.site, now_ms, BASELINE_VERSION, baseline)?;
+                let mut entry = entry.clone();
+                entry.id = s.record_audit(&entry)?;
+                let mut noted = None;
+                if let Some(alert_id) = entry.alert_id {
+                    s.mark_alert_accepted(alert_id, entry.id)?;
+                    let incident = s.alert(alert_id)?.and_then(|a| a.incident_id);
+                    if let Some(mut inc) = incident.map(|id| s.incident(id)).transpose()?.flatten()
+                    {
+                        let note = format!(
+                            "Alert {alert_id} ({} {}) marked as normal: {} (audit entry {})",
+                            entry.detector, entry.kind, entry.reason, entry.id
+                        );
+                        if incidents::act(
+                            &mut inc,
+                            &incidents::Action::Note,
+                            &entry.who,
+                            Some(&note),
+                            now_ms,
+                        )
+                        .is_ok()
+                        {
+                            s.save_incident(&inc)?;
+                            noted = Some(inc);
+                        }
+                    }
+                }
+                Ok((entry, noted))
+            })
+        })
+    })
+    .await;
+    match stored {
+        Ok((entry, noted)) => {
+            stats::add(&cx.stats.baselines_stored, 1);
+            if let Some(s) = cx.stats.site(&entry.site) {
+                s.set_baseline_bytes(bytes);
+            }
+            if let (Some(hook), Some(incident)) = (&cx.on_change, noted) {
+                hook(&Change {
+                    incident,
+                    what: incidents::ChangeKind::Updated,
+                });
+            }
+            Ok(entry)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store an alert marked as normal");
+            Err(AcceptFailure::Store(e.to_string()))
+        }
+    }
+}
+
+/// A finding about a device or channel being relearned: recorded, not paging.
+fn relearning_observation(a: &mut Alert) {
+    if a.severity > Severity::Info {
+        a.severity = Severity::Info;
+        a.score = Severity::Info.base_score();
+        a.summary
+            .push_str(" (Raised while the device is being relearned.)");
+        a.evidence
+            .insert("relearning".into(), serde_json::Value::Bool(true));
     }
 }
 
@@ -937,6 +1370,7 @@ mod tests {
                 learned_events: 0,
                 events: 0,
                 exercise_until_unix_ms: None,
+                relearning: None,
             },
         )]);
         Engine {
@@ -945,6 +1379,7 @@ mod tests {
             sites: BTreeMap::new(),
             inventory: Inventory::new(100),
             exercise_until: BTreeMap::new(),
+            relearning: BTreeMap::new(),
             stats,
             status: Arc::new(Mutex::new(status)),
         }
@@ -1021,5 +1456,95 @@ mod tests {
         let s = e.set_mode("plant", Mode::Learning, 5, &mut out).unwrap();
         assert_eq!(s.mode, Mode::Learning);
         assert_eq!(s.learned_events, 0);
+    }
+
+    #[test]
+    fn a_device_relearned_is_observed_meanwhile_and_known_after() {
+        let mut e = engine();
+        let mut out = Output::default();
+        e.observe(batch(vec![write(0, "10.0.0.1")]), 5, &mut out);
+        e.set_mode("plant", Mode::Detecting, 5, &mut out).unwrap();
+        let rogue: IpAddr = "10.0.0.66".parse().unwrap();
+        let s = e.relearn("plant", Scope::Asset(rogue), 5_000_000).unwrap();
+        assert_eq!(s.relearning.unwrap().scope, "asset 10.0.0.66");
+        assert!(e.relearn("plant", Scope::Asset(rogue), 1_000_000).is_err());
+        // Meanwhile the device's findings are observations.
+        let mut out = Output::default();
+        e.observe(batch(vec![write(1, "10.0.0.66")]), 5, &mut out);
+        let alerts = &out.alerts[0].alerts;
+        assert!(!alerts.is_empty());
+        assert!(alerts.iter().all(|a| a.severity == Severity::Info
+            && a.evidence.get("relearning") == Some(&serde_json::Value::Bool(true))));
+        // At the end the baseline is stored, and what the device did is known.
+        let mut out = Output::default();
+        e.observe(batch(vec![write(7, "10.0.0.1")]), 5, &mut out);
+        assert_eq!(out.baselines.len(), 1);
+        assert!(e.status.lock().unwrap()["plant"].relearning.is_none());
+        let mut out = Output::default();
+        e.observe(batch(vec![write(8, "10.0.0.66")]), 5, &mut out);
+        assert!(out.alerts.is_empty(), "{:#?}", out.alerts);
+    }
+
+    #[test]
+    fn an_alert_marked_normal_waits_for_its_storage_and_a_learning_site_refuses() {
+        let mut e = engine();
+        let mut out = Output::default();
+        e.observe(batch(vec![write(0, "10.0.0.1")]), 5, &mut out);
+        let (reply, mut answer) = oneshot::channel();
+        let mut out = Output::default();
+        let alert = Alert {
+            ts: Timestamp::from_micros(0),
+            last_ts: Timestamp::from_micros(0),
+            count: 1,
+            detector: mamori_models::detect::DetectorName::PollingCycle,
+            kind: "extra_requests".into(),
+            severity: Severity::Medium,
+            summary: String::new(),
+            src_ip: None,
+            dst_ip: None,
+            asset: None,
+            subject: "s".into(),
+            score: 0.5,
+            evidence: Default::default(),
+            attack: Vec::new(),
+        };
+        e.accept(
+            "plant",
+            1,
+            &alert,
+            "alice".into(),
+            "why".into(),
+            5,
+            &mut out,
+            reply,
+        );
+        assert!(matches!(answer.try_recv(), Ok(Err(AcceptFailure::Site(_)))));
+        e.set_mode("plant", Mode::Detecting, 5, &mut out).unwrap();
+        let (reply, mut answer) = oneshot::channel();
+        let mut out = Output::default();
+        e.accept(
+            "plant",
+            1,
+            &alert,
+            "alice".into(),
+            "why".into(),
+            5,
+            &mut out,
+            reply,
+        );
+        assert!(answer.try_recv().is_err(), "answered once stored");
+        let [a] = &out.acceptances[..] else {
+            panic!("{out:#?}")
+        };
+        assert_eq!(
+            (a.entry.who.as_str(), a.entry.reason.as_str()),
+            ("alice", "why")
+        );
+        assert!(
+            Baseline::from_json(&a.baseline)
+                .unwrap()
+                .accepted
+                .contains(&alert)
+        );
     }
 }

@@ -156,6 +156,9 @@ pub struct StoredAlert {
     /// When the collector stored it first (wall time, Unix ms).
     pub received_unix_ms: u64,
     pub alert: Alert,
+    /// The audit entry of the operator who marked it as normal (`GET /api/v1/audit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_audit_id: Option<i64>,
 }
 
 /// What a host does on the network, as seen.

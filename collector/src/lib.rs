@@ -2,13 +2,17 @@
 //! its counters and their Prometheus export (`metrics`), online detection per site
 //! (`detection`), and the storage behind it (`store`); who gets a connection on the intake
 //! before authenticating (`admission`) and whether the process's open-file limit fits the
-//! configured caps (`descriptors`). The binary's `serve` and `check-config`
-//! subcommands are thin calls into [`serve`]. How it fits together: `docs/collector.md`.
+//! configured caps (`descriptors`); the audit trail of operators' changes to the baselines
+//! (`audit`) and the API client behind the `normal`, `relearn` and `audit` commands
+//! (`client`). The binary's `serve` and `check-config` subcommands are thin calls into
+//! [`serve`]. How it fits together: `docs/collector.md`.
 #![forbid(unsafe_code)]
 
 pub mod admission;
 pub mod api;
+pub mod audit;
 mod budget;
+pub mod client;
 pub mod config;
 pub mod descriptors;
 pub mod detection;

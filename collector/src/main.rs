@@ -1,5 +1,6 @@
-//! `mamori-collector`: the batch intake (`serve`, `check-config`) and offline analysis
-//! (`templates`, `analyze`).
+//! `mamori-collector`: the batch intake (`serve`, `check-config`), offline analysis
+//! (`templates`, `analyze`) and an operator's calls to a running collector (`normal`,
+//! `relearn`, `audit`).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod analyze;
+mod operator;
 mod templates;
 
 /// Mamori's collector.
@@ -45,6 +47,15 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Mark an alert as normal ("this is normal"): the site's baseline takes the finding in,
+    /// and the audit trail records the token's name, the time and the reason. Prints the
+    /// audit entry (JSON); exit status 1 with the API's reason when refused.
+    Normal(operator::NormalArgs),
+    /// Learn one device (`--asset`) or channel (`--channel`) of a detecting site again, from
+    /// its next event, while the rest of the site detects.
+    Relearn(operator::RelearnArgs),
+    /// List the audit trail of alerts marked normal and relearnings, newest first.
+    Audit(operator::AuditArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -119,5 +130,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Analyze(args) => analyze::run(&args),
         Command::Serve { config } => mamori_collector::serve::run(&config),
         Command::CheckConfig { file } => mamori_collector::serve::check_config(&file),
+        Command::Normal(args) => operator::normal(&args),
+        Command::Relearn(args) => operator::relearn(&args),
+        Command::Audit(args) => operator::audit(&args),
     }
 }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Pki, shipper_config, value};
+use common::{Pki, http, shipper_config, value};
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -128,39 +128,6 @@ fn device_id(second: u32, revision: &str) -> Event {
             { "id": 0, "value": "Acme" }, { "id": 1, "value": "PLC-9" }, { "id": 2, "value": revision }
         ] }),
     )
-}
-
-/// One HTTP/1.0 request: (status, body).
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    if let Some(b) = body {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
-            b.len()
-        ));
-    } else {
-        req.push_str("\r\n");
-    }
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 async fn call(

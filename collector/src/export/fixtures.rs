@@ -47,6 +47,7 @@ pub fn alert(
         incident_id: Some(7),
         // Stored 2 s after it happened.
         received_unix_ms: T0_MS + at_ms + 2_000,
+        accepted_audit_id: None,
         alert: Alert {
             ts: ts(at_ms),
             last_ts: ts(at_ms + 30_000),

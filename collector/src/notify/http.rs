@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1;
 use hyper::header::{self, HeaderName, HeaderValue};
-use hyper::{Request, Uri};
+use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -171,37 +171,94 @@ impl HttpTarget {
         body: Bytes,
         extra: &[(HeaderName, HeaderValue)],
     ) -> Result<(), AttemptError> {
+        let mut request = self.build(Method::POST, body)?;
+        let headers = request.headers_mut();
+        for (name, value) in extra {
+            headers.insert(name.clone(), value.clone());
+        }
+        let (status, body) = self.send(request, MAX_ANSWER_BYTES).await?;
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(AttemptError::Status {
+                status,
+                body: snippet(&body),
+            })
+        }
+    }
+
+    /// One request of `method` (a JSON `body` when not empty) within the target's timeout:
+    /// the answer's status and its body, cut at `max_answer` bytes, whatever the status.
+    pub(crate) async fn request(
+        &self,
+        method: Method,
+        body: Bytes,
+        max_answer: usize,
+    ) -> Result<(u16, Bytes), AttemptError> {
+        let request = self.build(method, body)?;
+        tokio::time::timeout(self.timeout, self.send(request, max_answer))
+            .await
+            .map_err(|_| AttemptError::Timeout(self.timeout))?
+    }
+
+    fn build(&self, method: Method, body: Bytes) -> Result<Request<Full<Bytes>>, AttemptError> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(self.path.as_str())
+            .header(header::HOST, self.authority.as_str())
+            .header(
+                header::USER_AGENT,
+                concat!("mamori-collector/", env!("CARGO_PKG_VERSION")),
+            );
+        if !body.is_empty() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let mut request = request
+            .body(Full::new(body))
+            .map_err(|e| AttemptError::Http(e.to_string()))?;
+        let headers = request.headers_mut();
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        Ok(request)
+    }
+
+    async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+        max_answer: usize,
+    ) -> Result<(u16, Bytes), AttemptError> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| AttemptError::Connect(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
-        let mut request = Request::post(self.path.as_str())
-            .header(header::HOST, self.authority.as_str())
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(
-                header::USER_AGENT,
-                concat!("mamori-collector/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Full::new(body))
-            .map_err(|e| AttemptError::Http(e.to_string()))?;
-        let headers = request.headers_mut();
-        for (name, value) in self.headers.iter().chain(extra) {
-            headers.insert(name.clone(), value.clone());
-        }
         match &self.tls {
             Some((connector, name)) => {
                 let tls = connector
                     .connect(name.clone(), tcp)
                     .await
                     .map_err(|e| AttemptError::Tls(e.to_string()))?;
-                exchange(tls, request).await
+                exchange(tls, request, max_answer).await
             }
-            None => exchange(tcp, request).await,
+            None => exchange(tcp, request, max_answer).await,
         }
     }
 }
 
-async fn exchange<S>(stream: S, request: Request<Full<Bytes>>) -> Result<(), AttemptError>
+/// The start of an answer's body, printable, for a log line or an error.
+pub(crate) fn snippet(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+async fn exchange<S>(
+    stream: S,
+    request: Request<Full<Bytes>>,
+    max_answer: usize,
+) -> Result<(u16, Bytes), AttemptError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -214,24 +271,13 @@ where
     });
     let result = async {
         let response = sender.send_request(request).await.map_err(http)?;
-        let status = response.status();
-        let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), max_answer)
             .collect()
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(AttemptError::Status {
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&body)
-                    .chars()
-                    .take(200)
-                    .map(|c| if c.is_control() { ' ' } else { c })
-                    .collect(),
-            })
-        }
+        Ok((status, body))
     }
     .await;
     drop(sender);

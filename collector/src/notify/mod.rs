@@ -15,8 +15,8 @@
 
 pub mod alertmanager;
 pub mod cef;
-mod config;
-mod http;
+pub(crate) mod config;
+pub(crate) mod http;
 mod queue;
 pub mod webhook;
 

@@ -14,6 +14,7 @@ use mamori_models::Event;
 use mamori_models::detect::Alert;
 use tokio::sync::oneshot;
 
+use crate::audit::AuditEntry;
 use crate::incident::{Asset, Incident, IncidentStatus, StoredAlert};
 
 /// Everything that can go wrong in storage.
@@ -174,6 +175,18 @@ pub trait Store: Send + 'static {
     /// Stored alerts, newest first.
     fn alerts(&mut self, query: &AlertQuery) -> Result<Vec<StoredAlert>, StoreError>;
 
+    /// One stored alert.
+    fn alert(&mut self, id: i64) -> Result<Option<StoredAlert>, StoreError>;
+
+    /// Adds an entry to the audit trail; returns its id.
+    fn record_audit(&mut self, entry: &AuditEntry) -> Result<i64, StoreError>;
+
+    /// Marks an alert as accepted as normal by the audit entry `audit_id`.
+    fn mark_alert_accepted(&mut self, alert_id: i64, audit_id: i64) -> Result<(), StoreError>;
+
+    /// The audit trail, newest first.
+    fn audit(&mut self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
+
     /// Stores an inventory entry, replacing the one of the same (site, ip).
     fn save_asset(&mut self, asset: &Asset) -> Result<(), StoreError>;
 
@@ -216,6 +229,14 @@ pub struct IncidentQuery {
 pub struct AlertQuery {
     pub site: Option<String>,
     pub incident_id: Option<i64>,
+    /// At most this many (0: a default of 100).
+    pub limit: u32,
+}
+
+/// Which audit entries to list.
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    pub site: Option<String>,
     /// At most this many (0: a default of 100).
     pub limit: u32,
 }

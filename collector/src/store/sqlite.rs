@@ -8,9 +8,10 @@ use mamori_models::detect::Alert;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    AlertQuery, AlertUpsert, Continuity, IncidentQuery, IncomingBatch, QuarantinedLine, Store,
-    StoreError, Stored,
+    AlertQuery, AlertUpsert, AuditQuery, Continuity, IncidentQuery, IncomingBatch, QuarantinedLine,
+    Store, StoreError, Stored,
 };
+use crate::audit::{AuditAction, AuditEntry};
 use crate::incident::{Asset, Incident, StoredAlert};
 
 /// One schema change: its version (1, 2, ... with no gaps), what it is for, its SQL.
@@ -178,6 +179,28 @@ pub const MIGRATIONS: &[Migration] = &[
             CREATE INDEX quarantine_site ON quarantine (site, id);
         ",
         rebuilds: true,
+    },
+    Migration {
+        version: 6,
+        description: "the audit trail of operators' changes to the baselines; accepted alerts",
+        sql: "
+            CREATE TABLE audit (
+                id       INTEGER PRIMARY KEY,
+                site     TEXT    NOT NULL,
+                action   TEXT    NOT NULL,
+                alert_id INTEGER REFERENCES alerts (id),
+                detector TEXT    NOT NULL DEFAULT '',
+                kind     TEXT    NOT NULL DEFAULT '',
+                subject  TEXT    NOT NULL DEFAULT '',
+                who      TEXT    NOT NULL,
+                unix_ms  INTEGER NOT NULL,
+                reason   TEXT    NOT NULL,
+                changes  TEXT    NOT NULL
+            );
+            CREATE INDEX audit_site ON audit (site, id);
+            ALTER TABLE alerts ADD COLUMN accepted_audit_id INTEGER REFERENCES audit (id);
+        ",
+        rebuilds: false,
     },
 ];
 
@@ -393,12 +416,39 @@ impl SqliteStore {
             "incidents" => "SELECT COUNT(*) FROM incidents",
             "assets" => "SELECT COUNT(*) FROM assets",
             "quarantine" => "SELECT COUNT(*) FROM quarantine",
+            "audit" => "SELECT COUNT(*) FROM audit",
             "schema_version" => "SELECT COUNT(*) FROM schema_version",
             _ => return Err(StoreError::OutOfRange("unknown table")),
         };
         let n: i64 = self.conn.query_row(sql, [], |r| r.get(0))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
+}
+
+/// An `alerts` row: id, site, incident, received, JSON, accepting audit entry.
+type AlertRow = (i64, String, Option<i64>, i64, String, Option<i64>);
+
+fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
+fn stored_alert(row: AlertRow) -> Result<StoredAlert, StoreError> {
+    let (id, site, incident_id, received, json, accepted_audit_id) = row;
+    Ok(StoredAlert {
+        id,
+        site,
+        incident_id,
+        received_unix_ms: u64::try_from(received).unwrap_or(0),
+        alert: serde_json::from_str(&json)?,
+        accepted_audit_id,
+    })
 }
 
 fn now_unix_ms() -> i64 {
@@ -762,29 +812,92 @@ impl Store for SqliteStore {
     fn alerts(&mut self, query: &AlertQuery) -> Result<Vec<StoredAlert>, StoreError> {
         let limit = if query.limit == 0 { 100 } else { query.limit };
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, site, incident_id, received_unix_ms, json FROM alerts
+            "SELECT id, site, incident_id, received_unix_ms, json, accepted_audit_id FROM alerts
              WHERE (?1 IS NULL OR site = ?1) AND (?2 IS NULL OR incident_id = ?2)
              ORDER BY ts_us DESC, id DESC LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![query.site, query.incident_id, limit], |r| {
+        let rows = stmt.query_map(params![query.site, query.incident_id, limit], alert_row)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(stored_alert(row?)?);
+        }
+        Ok(out)
+    }
+
+    fn alert(&mut self, id: i64) -> Result<Option<StoredAlert>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT id, site, incident_id, received_unix_ms, json, accepted_audit_id
+                 FROM alerts WHERE id = ?1",
+            )?
+            .query_row([id], alert_row)
+            .optional()?;
+        row.map(stored_alert).transpose()
+    }
+
+    fn record_audit(&mut self, entry: &AuditEntry) -> Result<i64, StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO audit (site, action, alert_id, detector, kind, subject, who,
+                                    unix_ms, reason, changes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                entry.site,
+                entry.action.as_str(),
+                entry.alert_id,
+                entry.detector,
+                entry.kind,
+                entry.subject,
+                entry.who,
+                to_i64(entry.unix_ms, "unix_ms")?,
+                entry.reason,
+                serde_json::to_string(&entry.changes)?
+            ])?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn mark_alert_accepted(&mut self, alert_id: i64, audit_id: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("UPDATE alerts SET accepted_audit_id = ?2 WHERE id = ?1")?
+            .execute(params![alert_id, audit_id])?;
+        Ok(())
+    }
+
+    fn audit(&mut self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let limit = if query.limit == 0 { 100 } else { query.limit };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, site, action, alert_id, detector, kind, subject, who, unix_ms, reason,
+                    changes
+             FROM audit WHERE (?1 IS NULL OR site = ?1) ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![query.site, limit], |r| {
             Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, String>(4)?,
+                AuditEntry {
+                    id: r.get(0)?,
+                    site: r.get(1)?,
+                    action: AuditAction::Normal,
+                    alert_id: r.get(3)?,
+                    detector: r.get(4)?,
+                    kind: r.get(5)?,
+                    subject: r.get(6)?,
+                    who: r.get(7)?,
+                    unix_ms: u64::try_from(r.get::<_, i64>(8)?).unwrap_or(0),
+                    reason: r.get(9)?,
+                    changes: serde_json::Value::Null,
+                },
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(10)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, site, incident_id, received, json) = row?;
-            out.push(StoredAlert {
-                id,
-                site,
-                incident_id,
-                received_unix_ms: u64::try_from(received).unwrap_or(0),
-                alert: serde_json::from_str(&json)?,
-            });
+            let (mut entry, action, changes) = row?;
+            entry.action = AuditAction::parse(&action)
+                .ok_or(StoreError::OutOfRange("an audit entry's action"))?;
+            entry.changes = serde_json::from_str(&changes)?;
+            out.push(entry);
         }
         Ok(out)
     }

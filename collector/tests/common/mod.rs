@@ -1,6 +1,6 @@
 //! What the collector's integration tests share: a test PKI (rcgen), an agent shipper's
-//! configuration for it, flow events numbered by an id, polling until a condition holds, and
-//! reading a series from `/metrics` text.
+//! configuration for it, flow events numbered by an id, polling until a condition holds,
+//! reading a series from `/metrics` text, and one request to the HTTP API.
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -206,4 +206,38 @@ pub fn status(response: &str) -> u16 {
         .and_then(|r| r.get(..3))
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+/// One HTTP/1.0 request: (status, body).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        ));
+    } else {
+        req.push_str("\r\n");
+    }
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

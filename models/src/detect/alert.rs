@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::accept::FindingKey;
 use crate::time::Timestamp;
 
 /// How urgent an alert is. Ordered: `Info < Low < Medium < High < Critical`.
@@ -168,7 +169,13 @@ pub(crate) fn round_score(s: f64) -> f64 {
 /// Evidence lists that a repeat adds to instead of being dropped: a process deviation grows
 /// with the registers involved, a new host's alert with the devices it reached.
 pub const MERGED_LISTS: [&str; 2] = ["registers", "targets"];
-/// Entries kept in a merged list.
+/// Evidence maps of `name: [min, max]` that a repeat widens: the values a process deviation
+/// showed per register, so that an operator's "this is normal" can take them all in.
+const MERGED_RANGES: [&str; 1] = ["observed"];
+/// Evidence numbers that keep the highest of the repeats: the worst traffic window's score,
+/// which a threshold raised by an operator must clear.
+const MERGED_MAXIMA: [&str; 1] = ["max_score"];
+/// Entries kept in a merged list or map.
 const MAX_MERGED: usize = 64;
 
 fn merge_lists(into: &mut Evidence, from: &Evidence) {
@@ -185,6 +192,44 @@ fn merge_lists(into: &mut Evidence, from: &Evidence) {
             if !have.contains(v) {
                 have.push(v.clone());
             }
+        }
+    }
+    for key in MERGED_RANGES {
+        let (Some(serde_json::Value::Object(new)), Some(serde_json::Value::Object(have))) =
+            (from.get(key), into.get_mut(key))
+        else {
+            continue;
+        };
+        for (name, range) in new {
+            let bounds = |v: &serde_json::Value| -> Option<(u64, u64)> {
+                Some((v.get(0)?.as_u64()?, v.get(1)?.as_u64()?))
+            };
+            let Some((lo, hi)) = bounds(range) else {
+                continue;
+            };
+            let full = have.len() >= MAX_MERGED;
+            match have.get_mut(name) {
+                Some(slot) => {
+                    if let Some((a, b)) = bounds(slot) {
+                        *slot = serde_json::json!([a.min(lo), b.max(hi)]);
+                    }
+                }
+                None if !full => {
+                    have.insert(name.clone(), serde_json::json!([lo, hi]));
+                }
+                None => {}
+            }
+        }
+    }
+    for key in MERGED_MAXIMA {
+        let (Some(new), Some(have)) = (
+            from.get(key).and_then(serde_json::Value::as_f64),
+            into.get(key).and_then(serde_json::Value::as_f64),
+        ) else {
+            continue;
+        };
+        if new > have {
+            into.insert(key.to_owned(), serde_json::json!(new));
         }
     }
 }
@@ -206,6 +251,8 @@ pub(crate) struct AlertBook {
     window_us: i64,
     max_alerts: usize,
     pub dropped: u64,
+    /// Findings an operator accepted as normal ([`super::accept`]): raised as observations.
+    accepted: BTreeSet<FindingKey>,
 }
 
 impl AlertBook {
@@ -218,10 +265,44 @@ impl AlertBook {
             window_us,
             max_alerts,
             dropped: 0,
+            accepted: BTreeSet::new(),
         }
     }
 
+    /// Raises later occurrences of `key` as observations (an operator's "this is normal").
+    pub fn accept(&mut self, key: FindingKey) {
+        self.accepted.insert(key);
+    }
+
+    /// Ends the aggregation of the open alert of `kind` on `subject`: a later raise starts a
+    /// new alert, judged as things are then (after an operator's "this is normal", a repeat
+    /// must not grow the alert that was accepted).
+    pub fn close(&mut self, kind: &str, subject: &str) {
+        self.open.retain(|(k, s), _| !(*k == kind && s == subject));
+    }
+
+    /// An accepted finding is still raised, as an observation that says why: never dropped.
+    fn demote(&self, mut r: Raise) -> Raise {
+        if self.accepted.is_empty() {
+            return r;
+        }
+        let key = FindingKey {
+            detector: r.detector,
+            kind: r.kind.to_owned(),
+            subject: r.subject.clone(),
+        };
+        if self.accepted.contains(&key) && r.severity > Severity::Info {
+            r.severity = Severity::Info;
+            r.score = Severity::Info.base_score();
+            r.summary.push_str(" (Accepted as normal by an operator.)");
+            r.evidence
+                .insert("accepted_as_normal".into(), serde_json::json!(true));
+        }
+        r
+    }
+
     pub fn raise(&mut self, r: Raise) {
+        let r = self.demote(r);
         let key = (r.kind, r.subject);
         if let Some(&id) = self.open.get(&key)
             && let Some(a) = self.alerts.get_mut(&id)

@@ -52,7 +52,7 @@ pub struct AddressRange {
 }
 
 impl AddressRange {
-    fn widen(range: &mut Option<AddressRange>, first: u16, last: u16) {
+    pub(crate) fn widen(range: &mut Option<AddressRange>, first: u16, last: u16) {
         *range = Some(match *range {
             Some(r) => AddressRange {
                 first: r.first.min(first),
@@ -459,6 +459,12 @@ impl AllowlistDetector {
                 ("func_name", json!(ev.func_name)),
                 ("function_class", json!(class.as_str())),
                 ("exception", json!(ev.exception)),
+                // What an operator's "this is normal" needs to allow the same transaction.
+                ("dst_port", json!(ev.dst_port)),
+                (
+                    "accesses",
+                    json!(accesses(ev).into_iter().flatten().collect::<Vec<_>>()),
+                ),
             ])
         };
         let src_known = base.knows_host(ev.src_ip);

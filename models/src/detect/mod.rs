@@ -15,6 +15,7 @@
 //! Events should be fed in timestamp order (the collector sorts them); small disorder only
 //! costs precision.
 
+pub mod accept;
 pub mod alert;
 pub mod allowlist;
 pub mod attack;
@@ -31,6 +32,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+pub use accept::{AcceptError, Accepted, AcceptedFindings, FindingKey};
 pub use alert::{Alert, DetectorName, Evidence, Severity};
 pub use allowlist::AllowlistBaseline;
 pub use cycle::{CycleBaseline, CycleConfig};
@@ -238,6 +240,10 @@ pub struct Baseline {
     /// Syslog templates and their rates.
     #[serde(default)]
     pub syslog: SyslogBaseline,
+    /// Findings an operator accepted as normal that no model takes in ([`accept`]); left
+    /// out of the file while empty, so a baseline without any reads in older versions.
+    #[serde(default, skip_serializing_if = "AcceptedFindings::is_empty")]
+    pub accepted: AcceptedFindings,
 }
 
 impl Baseline {
@@ -276,6 +282,7 @@ impl Baseline {
         self.protocol.forget(scope);
         self.windows.forget(scope);
         self.syslog.forget(scope);
+        self.accepted.forget(scope);
     }
 
     /// Relearns `scope` from `events` (only the events within it are used), keeping the rest
@@ -290,7 +297,12 @@ impl Baseline {
         for e in events.into_iter().filter(|e| scope.matches(e)) {
             learner.observe(e);
         }
-        let fresh = learner.finish();
+        self.replace_scope(scope, learner.finish());
+    }
+
+    /// Replaces what this baseline knows within `scope` by `fresh`, a baseline learned from
+    /// the scope's events only (a site relearning one device while it detects the rest).
+    pub fn replace_scope(&mut self, scope: &Scope, fresh: Baseline) {
         self.forget(scope);
         self.allowlist.merge(fresh.allowlist);
         self.cycles.merge(fresh.cycles);
@@ -298,6 +310,7 @@ impl Baseline {
         self.protocol.merge(fresh.protocol);
         self.windows.merge(fresh.windows);
         self.syslog.merge(fresh.syslog);
+        self.accepted.merge(fresh.accepted);
         self.learned.events += fresh.learned.events;
         self.learned.first_ts = min_opt(self.learned.first_ts, fresh.learned.first_ts);
         self.learned.last_ts = self.learned.last_ts.max(fresh.learned.last_ts);
@@ -397,6 +410,7 @@ impl Learner {
             protocol: self.protocol.finish(),
             windows,
             syslog,
+            accepted: AcceptedFindings::default(),
         }
     }
 }
@@ -439,8 +453,12 @@ pub struct Detector {
 impl Detector {
     pub fn new(baseline: Baseline, config: DetectConfig) -> Result<Self, DetectError> {
         config.validate()?;
+        let mut book = alert::AlertBook::new(config.aggregate_window_us, config.limits.max_alerts);
+        for key in baseline.accepted.findings.keys() {
+            book.accept(key.clone());
+        }
         Ok(Detector {
-            book: alert::AlertBook::new(config.aggregate_window_us, config.limits.max_alerts),
+            book,
             cycles: cycle::CycleDetector::new(&baseline.cycles, config.cycle.clone()),
             values: values::ValueDetector::new(&baseline.values, config.values.clone()),
             protocol: protocol::ProtocolDetector::new(config.limits.max_paths),
@@ -455,6 +473,44 @@ impl Detector {
 
     pub fn baseline(&self) -> &Baseline {
         &self.baseline
+    }
+
+    /// An operator's "this is normal" for `alert` ([`Baseline::accept`]), applied to this
+    /// detector's baseline and live state: the same event raises nothing afterwards (or an
+    /// observation, for a finding kept as accepted). The alert's aggregation ends, so a
+    /// later repeat is judged afresh instead of growing the alert that was accepted.
+    pub fn accept(&mut self, alert: &Alert) -> Result<Accepted, AcceptError> {
+        // Template ids are the miner's: the baseline takes the miner this detector has been
+        // running (the learned one plus what it mined since), so the alert's id means the same.
+        if alert.detector == DetectorName::Syslog
+            && let Some(app) = alert.evidence.get("app_name").and_then(|v| v.as_str())
+            && let Some(miner) = self.syslog.miner(app)
+        {
+            self.baseline
+                .syslog
+                .miners
+                .insert(app.to_owned(), miner.clone());
+        }
+        let accepted = self.baseline.accept(alert)?;
+        for change in &accepted.changes {
+            if let Some(key) = change.register() {
+                self.values.refresh(&key, &self.baseline.values);
+            }
+            if let accept::Change::Finding {
+                detector,
+                kind,
+                subject,
+            } = change
+            {
+                self.book.accept(FindingKey {
+                    detector: *detector,
+                    kind: kind.clone(),
+                    subject: subject.clone(),
+                });
+            }
+        }
+        self.book.close(&alert.kind, &alert.subject);
+        Ok(accepted)
     }
 
     pub fn observe(&mut self, event: &Event) {

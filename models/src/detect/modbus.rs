@@ -93,7 +93,7 @@ pub fn event_severity(ev: &ModbusEvent) -> Severity {
 }
 
 /// One contiguous access of a transaction to a table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Access {
     pub table: Table,
     pub first: u16,

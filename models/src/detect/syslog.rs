@@ -481,6 +481,71 @@ impl SyslogDetector {
     pub(crate) fn finish(&mut self, _base: &SyslogBaseline, _book: &mut AlertBook) {}
 }
 
+impl SyslogBaseline {
+    /// An operator's "this message is normal for this host": (host, app, template) becomes a
+    /// template the host commonly logs (learned more often than a rare one). `id` is taken
+    /// when this baseline's miner of `app` knows it; otherwise `message` is mined into it
+    /// (a miner is made for an application never learned). Returns the template's id and
+    /// text and its learned count before and after; `None` when there is nothing to mine.
+    pub(crate) fn accept_template(
+        &mut self,
+        host: &str,
+        app: &str,
+        id: TemplateId,
+        message: Option<&str>,
+    ) -> Option<(TemplateId, String, u64, u64)> {
+        let config = self
+            .miners
+            .values()
+            .next()
+            .map_or_else(|| SyslogConfig::default().miner, |m| m.config().clone());
+        if !self.miners.contains_key(app) {
+            self.miners
+                .insert(app.to_owned(), TemplateMiner::new(config).ok()?);
+        }
+        let miner = self.miners.get_mut(app)?;
+        let (id, template) = match miner.template(id) {
+            Some(t) => (id, t.template),
+            None => {
+                let obs = miner.add(message?);
+                (obs.id, obs.template)
+            }
+        };
+        self.hosts.insert(host.to_owned());
+        let r = self
+            .rates
+            .entry((host.to_owned(), app.to_owned(), id))
+            .or_default();
+        let before = r.count;
+        r.count = r.count.max(RARE_MAX_COUNT + 1);
+        r.peak = r.peak.max(1);
+        r.template.clone_from(&template);
+        Some((id, template, before, r.count))
+    }
+
+    /// Raises the learned peak of (host, app, template) to `count` per window, so that a
+    /// window with as many messages is not a burst. Returns the peak before and after.
+    pub(crate) fn accept_peak(
+        &mut self,
+        host: &str,
+        app: &str,
+        id: TemplateId,
+        count: u64,
+    ) -> Option<(u64, u64)> {
+        let r = self.rates.get_mut(&(host.to_owned(), app.to_owned(), id))?;
+        let before = r.peak;
+        r.peak = r.peak.max(count);
+        Some((before, r.peak))
+    }
+}
+
+impl SyslogDetector {
+    /// The miner this detector runs for `app`: the learned one plus what it mined since.
+    pub(crate) fn miner(&self, app: &str) -> Option<&TemplateMiner> {
+        self.miners.get(app)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]

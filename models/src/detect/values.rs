@@ -833,9 +833,13 @@ impl ValueDetector {
                         states: t.profile.states.clone().unwrap_or_default(),
                     })
                 }
-                // A constant is judged like a measured value of no width: a change of one
-                // count (the high word of a counter carrying) is within its margin.
-                RegisterClass::Constant | RegisterClass::Analog => jump(t, prev, ev.ts, v, cfg)
+                // A constant is judged like a measured value of no width (a change of one
+                // count, the high word of a counter carrying, is within its margin); having
+                // no learned rate, its change is a deviation, not a jump.
+                RegisterClass::Constant => {
+                    (!t.follows(ev.ts, v, cfg)).then_some(Deviation::Envelope)
+                }
+                RegisterClass::Analog => jump(t, prev, ev.ts, v, cfg)
                     .or_else(|| (!t.follows(ev.ts, v, cfg)).then_some(Deviation::Envelope)),
             };
             let Some(finding) = finding else { continue };
@@ -1008,6 +1012,8 @@ fn raise_read(
                     ("register_class", json!(t.class.as_str())),
                     ("value", json!(v)),
                     ("baseline", extra),
+                    // Per register, the lowest and highest value shown (widened by repeats).
+                    ("observed", json!({ register.as_str(): [v, v] })),
                 ]),
             );
         }
@@ -1021,6 +1027,22 @@ fn table_letter(table: Table) -> &'static str {
         Table::DiscreteInputs => "di",
         Table::InputRegisters => "ir",
         Table::HoldingRegisters => "hr",
+    }
+}
+
+impl ValueDetector {
+    /// Takes `key`'s profile anew from `base` after an operator widened it: the envelope
+    /// and class follow the accepted values at once; the last read and recent writes stay.
+    pub(crate) fn refresh(&mut self, key: &RegisterKey, base: &ValueBaseline) {
+        let Some(profile) = base.registers.get(key) else {
+            return;
+        };
+        let mut fresh = Tracked::new(profile.clone(), &self.cfg);
+        if let Some(old) = self.registers.remove(key) {
+            fresh.last = old.last;
+            fresh.written = old.written;
+        }
+        self.registers.insert(*key, fresh);
     }
 }
 

@@ -976,6 +976,8 @@ fn raise(
             ("window_end", json!(Timestamp::from_micros(end))),
             ("features", json!(features)),
             ("score", json!((score * 1000.0).round() / 1000.0)),
+            // The highest score of the windows folded into this alert.
+            ("max_score", json!((score * 1000.0).round() / 1000.0)),
             ("threshold", json!(m.threshold)),
             ("top_deviations", json!(top)),
             (
