@@ -6,7 +6,9 @@
 //!
 //! SIGTERM or SIGINT: capture stops, the pipeline ends every flow and reports every waiting
 //! request, the listeners stop, events are flushed to the spool, the shipper gets a few
-//! seconds to deliver, and the process exits. What was not delivered stays in the spool.
+//! seconds to deliver (none when the collector cannot be reached), and the process exits. What was not delivered stays in the spool. A producer waiting for room in a full
+//! spool (`when_full = block`) gives up at the signal: the events it held are counted as
+//! refused, and a collector that is down never holds the agent past its stop.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +24,7 @@ use crate::intake::SyslogReceivers;
 use crate::metrics::{AgentMetrics, Sources};
 use crate::pipeline::Pipeline;
 use crate::proto::syslog::ParseOptions;
-use crate::ship::{PushOutcome, Shipper};
+use crate::ship::{PushOutcome, ShipError, Shipper};
 
 /// How long the shipper may keep delivering after a stop signal.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
@@ -31,32 +33,46 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 struct Outputs {
     shipper: Option<Shipper>,
     file: Option<Mutex<std::io::BufWriter<std::fs::File>>>,
-    warned_full: AtomicBool,
+    /// The stop signal: a producer waiting for room in a full spool gives up once it is set,
+    /// or a collector that is down would hold the agent past SIGTERM.
+    stop: Arc<AtomicBool>,
+    /// Set once an event was refused while stopping (logged once).
+    warned_refused: AtomicBool,
 }
 
 impl Outputs {
     /// Takes one event from a synchronous context (the capture thread). With a full spool
-    /// under `when_full = block`, the capture thread waits: the kernel's ring then absorbs
-    /// (and counts) what it must.
+    /// under `when_full = block`, the capture thread waits (the kernel's ring then absorbs,
+    /// and counts, what it must) until the stop signal.
     fn push_blocking(&self, event: &Event) {
         if let Some(s) = &self.shipper {
-            loop {
-                match s.try_push(event) {
-                    Ok(PushOutcome::Accepted) => break,
-                    Ok(PushOutcome::Full) => {
-                        if !self.warned_full.swap(true, Ordering::Relaxed) {
-                            tracing::warn!("the spool is full: intake waits for the collector");
-                        }
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "spooling an event failed");
-                        break;
-                    }
-                }
-            }
+            self.spooled(s.push_blocking(event, &self.stop));
         }
         self.write_file(event);
+    }
+
+    /// Takes one event from an async task (the syslog listeners), waiting for room like
+    /// [`Outputs::push_blocking`].
+    async fn push(&self, event: &Event) {
+        if let Some(s) = &self.shipper {
+            self.spooled(s.push_until(event, &self.stop).await);
+        }
+        self.write_file(event);
+    }
+
+    fn spooled(&self, outcome: Result<PushOutcome, ShipError>) {
+        match outcome {
+            Ok(PushOutcome::Accepted) => {}
+            Ok(PushOutcome::Full) => {
+                if !self.warned_refused.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "stopping with a full spool: events not spooled are counted in \
+                         mamori_agent_spool_events_dropped_total{{reason=\"refused\"}} (logged once)"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "spooling an event failed"),
+        }
     }
 
     fn write_file(&self, event: &Event) {
@@ -158,7 +174,8 @@ pub fn run(config: AgentConfig) -> Result<()> {
     let outputs = Arc::new(Outputs {
         shipper,
         file,
-        warned_full: AtomicBool::new(false),
+        stop: Arc::clone(&stop),
+        warned_refused: AtomicBool::new(false),
     });
 
     // Syslog events from the listeners go the same way as the pipeline's.
@@ -167,13 +184,7 @@ pub fn run(config: AgentConfig) -> Result<()> {
             let outputs = Arc::clone(&outputs);
             let task = runtime.spawn(async move {
                 while let Some(ev) = rx.recv().await {
-                    let event = Event::Syslog(ev);
-                    if let Some(s) = &outputs.shipper
-                        && let Err(e) = s.push(&event).await
-                    {
-                        tracing::error!(error = %e, "spooling a syslog event failed");
-                    }
-                    outputs.write_file(&event);
+                    outputs.push(&Event::Syslog(ev)).await;
                 }
             });
             (Some(handle), Some(task))

@@ -80,3 +80,48 @@ fn unknown_keys_and_bad_syntax_are_errors() {
     assert!(!ok);
     assert!(out.contains("line 1"), "{out}");
 }
+
+/// The problems of issue 13, all in one file: a bad address, a word where a number goes, and
+/// a misspelt key. Each is reported in the same run, under its key, on its own line; values
+/// that are wrong but well typed are reported beside them.
+#[test]
+fn toml_problems_are_all_reported_under_their_keys_and_lines() {
+    let text = "\
+[capture]
+interfaces = [\"eth1\"]
+
+[syslog_receivers]
+udp_listen = \"0.0.0.0:51 4\"
+idle_timeout_seconds = \"ninety\"
+max_message_bytes = 65536
+
+max_conections = 256
+
+[decode]
+max_flows = 0
+";
+    let (ok, out) = check(text);
+    assert!(!ok, "{out}");
+    for (key, line, what) in [
+        ("syslog_receivers.udp_listen", 5, "invalid socket address"),
+        ("syslog_receivers.idle_timeout_seconds", 6, "ninety"),
+        (
+            "syslog_receivers.max_conections",
+            9,
+            "unknown field `max_conections`",
+        ),
+    ] {
+        let found = out
+            .lines()
+            .find(|l| l.contains(&format!(": {key}: ")))
+            .unwrap_or_else(|| panic!("no problem at {key} in:\n{out}"));
+        assert!(found.contains("agent.toml"), "{found}");
+        assert!(found.contains(&format!(": line {line}: ")), "{found}");
+        assert!(found.contains(what), "{found}");
+    }
+    // The values' own checks run on what could be read, and say nothing of a table whose
+    // entry was taken out ("no listener" while the listener's address is what is wrong).
+    assert!(out.contains(": decode.max_flows: "), "{out}");
+    assert!(!out.contains("syslog_receivers: "), "{out}");
+    assert!(out.contains("5 problem(s)"), "{out}");
+}

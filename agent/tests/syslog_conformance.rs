@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use mamori_agent::proto::syslog::{ParseOptions, parse_syslog};
+use mamori_agent::proto::syslog::{ParseOptions, TagRule, parse_syslog};
 use mamori_models::time::days_from_civil;
 use mamori_models::{Anomaly, SyslogEvent, SyslogFormat, Timestamp};
 use serde_json::Value;
@@ -260,8 +260,15 @@ impl Vector {
             // syslog_loose's `parse_message_with_year_exact` with a fixed year.
             year: self.opt("year_for_missing").and_then(|y| y.parse().ok()),
             // go-syslog's RFC 3164 grammar requires `TAG:`; rsyslog's option does the same.
-            tag_requires_colon: self.source == "go-syslog"
-                || self.opt("force.tagEndingByColon") == Some("on"),
+            // Without it rsyslog takes any first word for the TAG (`TagRule::Word`); our
+            // default wants the word to say it is one.
+            tag: if self.source == "go-syslog" || self.opt("force.tagEndingByColon") == Some("on") {
+                TagRule::Colon
+            } else if self.source == "rsyslog" {
+                TagRule::Word
+            } else {
+                TagRule::default()
+            },
             ..ParseOptions::default()
         }
     }
@@ -310,10 +317,16 @@ fn compare(v: &Vector, got: &Result<SyslogEvent, String>) -> Vec<String> {
             bad.push(format!("{name}: {detail}"));
         }
     };
+    // The sources leave the PRI fields of a message without PRI absent; we give it RFC 3164
+    // §4.3.3's PRIORITY 13 and flag it `MissingPriority`: the flag is the same fact.
+    let pri = |v: Option<u8>| {
+        v.filter(|_| !e.anomalies.contains(&Anomaly::MissingPriority))
+            .map(u64::from)
+    };
     for (k, got_n) in [
-        ("priority", e.priority.map(u64::from)),
-        ("facility", e.facility.map(u64::from)),
-        ("severity", e.severity.map(u64::from)),
+        ("priority", pri(e.priority)),
+        ("facility", pri(e.facility)),
+        ("severity", pri(e.severity)),
         ("version", e.version.map(u64::from)),
     ] {
         if let Some(w) = want(k) {

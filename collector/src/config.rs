@@ -433,35 +433,26 @@ pub(crate) fn seconds(x: f64) -> Duration {
 }
 
 impl CollectorConfig {
-    /// Reads, parses and validates `path`; every problem at once.
+    /// Reads, parses and validates `path`; every problem at once: those of the TOML (syntax,
+    /// types, unknown keys, each under its key and line) and those of the values.
     pub fn load(path: &Path) -> Result<CollectorConfig, ConfigError> {
-        let fail = |key: &str, reason: String| ConfigError {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_owned(),
             problems: vec![Problem {
-                key: key.to_owned(),
-                reason,
+                key: "(file)".to_owned(),
+                reason: format!("cannot read: {e}"),
             }],
-        };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| fail("(file)", format!("cannot read: {e}")))?;
-        let config = Self::parse(&text).map_err(|(key, reason)| fail(&key, reason))?;
-        config.validate(path)?;
-        Ok(config)
+        })?;
+        let (config, problems) = mamori_agent::config::parse_toml::<CollectorConfig>(&text);
+        ConfigError::gather(path, config, problems, |c| c.validate(path))
     }
 
-    /// Parses TOML text (no validation); the error is (where, reason).
-    pub fn parse(text: &str) -> Result<CollectorConfig, (String, String)> {
-        toml::from_str(text).map_err(|e: toml::de::Error| {
-            // toml names the table and key in its message and points at the line.
-            let key = e.span().map_or_else(
-                || "(syntax)".to_owned(),
-                |s| {
-                    let line = text.get(..s.start).map_or(0, |t| t.lines().count().max(1));
-                    format!("line {line}")
-                },
-            );
-            (key, e.message().to_owned())
-        })
+    /// Parses TOML text (no validation); every problem of the TOML at once.
+    pub fn parse(text: &str) -> Result<CollectorConfig, Vec<Problem>> {
+        match mamori_agent::config::parse_toml(text) {
+            (Some(config), problems) if problems.is_empty() => Ok(config),
+            (_, problems) => Err(problems),
+        }
     }
 
     /// Checks everything, reading the certificate files; every problem at once.
@@ -800,8 +791,10 @@ mod tests {
         assert_eq!(c.intake.max_concurrent_requests, 64);
         assert_eq!(c.storage.event_retention_days, 90);
         let typo = MINIMAL.replace("[storage]", "[storage]\nretention = 3");
-        let (_, reason) = CollectorConfig::parse(&typo).unwrap_err();
-        assert!(reason.contains("retention"), "{reason}");
+        let problems = CollectorConfig::parse(&typo).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "storage.retention");
+        assert!(problems[0].reason.contains("unknown field"), "{problems:?}");
     }
 
     #[test]

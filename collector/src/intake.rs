@@ -1401,7 +1401,7 @@ fn notice(c: &crate::incidents::Change, links: &str) -> crate::notify::Notice {
         site: i.site.clone(),
         asset: i.asset.clone(),
         severity: i.severity,
-        detector: detectors.first().copied().unwrap_or("").to_owned(),
+        detectors: i.detectors.iter().cloned().collect(),
         // The incident's own kind: a label of Alertmanager's alert identity, so it must not
         // change with each update (the change itself is the webhook's `event`).
         kind: i.kind.clone(),

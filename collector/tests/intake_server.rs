@@ -522,6 +522,58 @@ fn check_config_reports_every_problem_with_file_and_key() {
     }
 }
 
+/// Problems of the TOML itself (a bad address, a word for a number, a misspelt key) are
+/// reported in the same run as those of the values, each under its key and on its line.
+#[test]
+fn check_config_reports_toml_problems_under_their_keys_and_lines_with_the_rest() {
+    let pki = Pki::new("main");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    let text = collector_toml(
+        &pki,
+        localhost(),
+        &dir.path().join("c.db"),
+        "max_body_bytes = 1
+max_connections = \"many\"
+max_conections = 5",
+    ) + "\n[metrics]\nlisten = \"127.0.0.1:port\"\n";
+    std::fs::write(&bad, &text).unwrap();
+    let line_of = |needle: &str| {
+        text.lines()
+            .position(|l| l.starts_with(needle))
+            .map(|n| n + 1)
+            .unwrap()
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_mamori-collector"))
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for (key, needle, what) in [
+        (
+            "metrics.listen",
+            "listen = \"127.0.0.1:port",
+            "invalid socket address",
+        ),
+        (
+            "intake.max_connections",
+            "max_connections =",
+            "invalid type",
+        ),
+        ("intake.max_conections", "max_conections =", "unknown field"),
+    ] {
+        let line = line_of(needle);
+        let found = err
+            .lines()
+            .find(|l| l.contains(&format!("bad.toml: {key}: ")))
+            .unwrap_or_else(|| panic!("no problem at {key}: {err}"));
+        assert!(found.contains(&format!(": line {line}: {what}")), "{found}");
+    }
+    assert!(err.contains("bad.toml: intake.max_body_bytes: "), "{err}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Retention
 

@@ -47,7 +47,7 @@ fn notice(key: &str, incident_id: i64) -> Notice {
         site: "plant-a".into(),
         asset: Some("10.0.0.5/1".into()),
         severity: Severity::High,
-        detector: "allowlist".into(),
+        detectors: vec!["allowlist".into()],
         kind: "new_modbus_path".into(),
         summary: "New Modbus path 10.0.0.9 -> 10.0.0.5 unit 1".into(),
         description: "A client never seen in learning\nwrote holding registers.".into(),
@@ -193,11 +193,12 @@ async fn alerts_reach_a_real_alertmanager_are_resent_and_resolve() {
         alert["labels"],
         serde_json::json!({
             "alertname": "MamoriIncident", "site": "plant-a", "asset": "10.0.0.5/1",
-            "severity": "high", "detector": "allowlist", "kind": "new_modbus_path",
+            "severity": "high", "kind": "new_modbus_path",
             "incident": "17", "exercise": "false", "team": "ot-soc",
         })
     );
     assert_eq!(alert["annotations"]["summary"], open.summary);
+    assert_eq!(alert["annotations"]["detectors"], "allowlist");
     assert_eq!(alert["annotations"]["description"], open.description);
     assert_eq!(
         alert["annotations"]["runbook_url"],
@@ -242,6 +243,95 @@ async fn alerts_reach_a_real_alertmanager_are_resent_and_resolve() {
     assert_eq!(am_stats.failed_attempts_total, 0, "{am_stats:?}");
     assert!(am_stats.last_success_unix_ms > 0);
     assert_eq!(s.active_notices, 1);
+    notifier.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Alerts of `incident` that Alertmanager holds as firing now (active, not ended).
+async fn firing(addr: SocketAddr, incident: &str) -> Vec<serde_json::Value> {
+    let now_us = (now_ms() * 1000) as i64;
+    alerts_of(addr, "/api/v2/alerts", incident)
+        .await
+        .into_iter()
+        .filter(|a| {
+            a["status"]["state"] == "active"
+                && a["endsAt"]
+                    .as_str()
+                    .and_then(mamori_models::Timestamp::parse_rfc3339)
+                    .is_none_or(|t| t.as_micros() > now_us)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_that_escalates_twice_is_one_firing_alert_until_resolved() {
+    let Some(am) = start_alertmanager().await else {
+        return;
+    };
+    let notifier = Notifier::start(&section(&format!(
+        "[alertmanager]\nurls = [\"http://{}\"]\nresend_interval_seconds = 1\n",
+        am.addr
+    )))
+    .unwrap();
+    let mut n = notice("plant-a/21", 21);
+    n.severity = Severity::Medium;
+    let mut steps = Vec::new();
+    for (severity, detector) in [
+        (Severity::Medium, None),
+        (Severity::Medium, Some("polling_cycle")),
+        (Severity::High, Some("process_value")),
+        (Severity::Critical, None),
+    ] {
+        n.severity = severity;
+        n.detectors.extend(detector.map(str::to_owned));
+        n.summary = format!("{} now", severity.as_str());
+        steps.push(n.clone());
+    }
+    for step in &steps {
+        notifier.notify(step.clone());
+        // Each state reaches Alertmanager before the next (no folding in one batch), so
+        // every escalation is a label set Alertmanager saw.
+        let want = step.severity.as_str();
+        poll(
+            &format!("severity {want} firing"),
+            Duration::from_secs(20),
+            async || {
+                let now = firing(am.addr, "21").await;
+                now.iter()
+                    .any(|a| {
+                        a["labels"]["severity"] == want
+                            && a["annotations"]["summary"] == step.summary.as_str()
+                    })
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    let now = firing(am.addr, "21").await;
+    assert_eq!(
+        now.len(),
+        1,
+        "one firing alert after two escalations: {now:#?}"
+    );
+    assert_eq!(now[0]["labels"]["severity"], "critical");
+    assert_eq!(
+        now[0]["annotations"]["detectors"],
+        "allowlist, polling_cycle, process_value"
+    );
+    // Re-sends of the active set do not bring an ended one back.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(firing(am.addr, "21").await.len(), 1);
+
+    let mut resolved = steps.last().unwrap().clone();
+    resolved.ends_at_unix_ms = Some(now_ms());
+    notifier.notify(resolved);
+    poll(
+        "the incident's alert ended",
+        Duration::from_secs(20),
+        async || firing(am.addr, "21").await.is_empty().then_some(()),
+    )
+    .await;
+    let s = notifier.stats();
+    assert_eq!(s.sink(Sink::Alertmanager).unwrap().failed_attempts_total, 0);
     notifier.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -380,7 +470,7 @@ async fn a_signed_webhook_over_https_is_retried_until_accepted() {
         let age = (now_ms() / 1000).abs_diff(ts.parse::<u64>().unwrap());
         assert!(age < 30, "timestamp {ts} is not now");
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!(v["version"], 1);
+        assert_eq!(v["version"], webhook::PAYLOAD_VERSION);
         assert_eq!(v["notice"]["key"], "plant-a/17");
         assert_eq!(v["event"], r.headers["x-mamori-event"].to_str().unwrap());
         events.push(v["event"].as_str().unwrap().to_owned());

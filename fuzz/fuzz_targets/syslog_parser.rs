@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mamori_agent::proto::syslog::{ParseOptions, parse_syslog, probe_syslog};
+use mamori_agent::proto::syslog::{ParseOptions, TagRule, parse_syslog, probe_syslog};
 use mamori_models::Timestamp;
 
 fuzz_target!(|data: &[u8]| {
@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = parse_syslog(data, received, &strict);
     let colon = ParseOptions {
-        tag_requires_colon: true,
+        tag: TagRule::Colon,
         ..lenient
     };
     assert!(parse_syslog(data, received, &colon).is_ok());

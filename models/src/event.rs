@@ -106,8 +106,8 @@ pub enum Anomaly {
     InvalidUtf8,
     /// The message did not follow the grammar it claimed, and was read leniently.
     Malformed,
-    /// No `<PRI>` at the start: priority, facility and severity are absent (receivers
-    /// conventionally assume user.notice, 13).
+    /// No `<PRI>` at the start, or one that cannot be read: priority is 13 (user.notice), as
+    /// RFC 3164 §4.3.3 has a relay insert, and this flag says it was not the sender's.
     MissingPriority,
     /// The timestamp could not be read.
     InvalidTimestamp,

@@ -1,9 +1,10 @@
 //! `mamori-sim demo`: the whole of Mamori on one machine, with nothing but Rust. A data
 //! folder, a throwaway PKI and API token, a collector (SQLite, API, `/metrics` on loopback),
 //! the plant seen through the tap, the agent's pipeline and shipper over mutual TLS; the site
-//! learns for a minute of plant time, then detects while the attack scenarios run one after
-//! another, and each incident is printed as it opens. It runs on (the plant keeps polling)
-//! until Ctrl-C or the caller's stop.
+//! learns, then detects while the attack and fault scenarios run one after another, and each
+//! incident is printed as it opens. It runs on (the plant keeps polling) until Ctrl-C, SIGTERM
+//! or the caller's stop, or ends after the last scenario when asked to; either way the
+//! temporary data folder is removed.
 
 use std::future::Future;
 use std::io::{IsTerminal, Write};
@@ -33,7 +34,7 @@ pub struct DemoOptions {
     /// Plant seconds per real second.
     pub speed: f64,
     pub learn_seconds: f64,
-    /// Scenario names in order; empty: every attack of the library.
+    /// Scenario names in order; empty: every scenario of the library (attacks and faults).
     pub scenarios: Vec<String>,
     /// Every scenario's duration; `None`: its own, at most [`MAX_DEFAULT_DURATION_S`].
     pub duration_seconds: Option<f64>,
@@ -211,7 +212,10 @@ impl Default for Progress {
 
 /// Runs the demo until the scenarios are done (`exit_after_attacks`) or `stop` resolves.
 pub async fn run(options: DemoOptions, stop: impl Future<Output = ()>) -> Result<DemoOutcome> {
-    let names = scenario_names(&options.scenarios, &[ScenarioClass::Attack])?;
+    let names = scenario_names(
+        &options.scenarios,
+        &[ScenarioClass::Attack, ScenarioClass::Fault],
+    )?;
     let plant = short_learning_plant(options.seed, options.speed);
     plant.validate().context("plant configuration")?;
     let (data_dir, _guard) = data_folder(options.data_dir.clone())?;
@@ -293,6 +297,8 @@ pub async fn run(options: DemoOptions, stop: impl Future<Output = ()>) -> Result
             })
             .await?;
         progress.done(&status);
+        // Printed while it is true: the API and metrics serve from here until the demo ends.
+        where_to_look(&local, &openings);
         if options.benign_seconds > 0.0 {
             println!(
                 "watching normal traffic for {} s of plant time ({:.0} s)",
@@ -306,7 +312,7 @@ pub async fn run(options: DemoOptions, stop: impl Future<Output = ()>) -> Result
             println!("  {before} incident(s) opened on normal traffic");
         }
         benign_done.get_or_insert_with(std::time::Instant::now);
-        println!("running {} attack scenario(s)", names.len());
+        println!("running {} scenario(s) (attacks and faults)", names.len());
         for name in &names {
             let spec = scenario::find(name).context("scenario")?;
             let duration =
@@ -325,8 +331,8 @@ pub async fn run(options: DemoOptions, stop: impl Future<Output = ()>) -> Result
                 .idle(Duration::from_secs_f64(options.gap_seconds.max(0.0)))
                 .await;
         }
-        where_to_look(&local, &openings);
         if !options.exit_after_attacks {
+            where_to_look(&local, &openings);
             println!("the plant keeps running; Ctrl-C to stop");
             std::future::pending::<()>().await;
         }
@@ -354,6 +360,16 @@ pub async fn run(options: DemoOptions, stop: impl Future<Output = ()>) -> Result
         report.events_total,
         shipped.batches_acked_total,
         opened.load(Ordering::Relaxed)
+    );
+    // The addresses printed earlier no longer answer: say so, and how to keep them.
+    println!(
+        "the API and /metrics stopped with the demo{}; run it without --exit-after-attacks to \
+         explore them while the plant runs",
+        if options.data_dir.is_none() {
+            " and the temporary data folder is removed (--data-dir keeps the database)"
+        } else {
+            ""
+        }
     );
     let openings = openings
         .lock()

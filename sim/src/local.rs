@@ -173,11 +173,7 @@ scopes = ["read", "write"]
         let config_path = dir.join("collector.toml");
         std::fs::write(&config_path, &text)
             .with_context(|| format!("writing {}", config_path.display()))?;
-        let config = CollectorConfig::parse(&text)
-            .map_err(|(at, why)| anyhow::anyhow!("collector configuration, {at}: {why}"))?;
-        config
-            .validate(&config_path)
-            .context("collector configuration")?;
+        let config = CollectorConfig::load(&config_path).context("collector configuration")?;
         let store = SqliteStore::open(&config.storage.sqlite_path).context("opening SQLite")?;
         let collector = Collector::start_with_store(&config, Box::new(store), options.on_change)
             .await

@@ -27,7 +27,8 @@ enum Command {
     /// Print the scenario library.
     List,
     /// Everything on this machine: collector, agent and plant in one process; learn, then
-    /// attack, and print each incident as it opens. Runs until Ctrl-C.
+    /// play the attacks and faults, and print each incident as it opens. Runs until Ctrl-C
+    /// or SIGTERM (or the last scenario, with --exit-after-attacks).
     Demo(DemoArgs),
     /// Run scenarios and report, per scenario, detection, time to detect and time to reach
     /// Alertmanager, with the site marked as exercise.
@@ -37,7 +38,7 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct DemoArgs {
     /// Where the database, certificates, API token and spool go (default: a temporary folder,
-    /// removed at exit).
+    /// removed at exit, SIGTERM included).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Plant seconds per real second (learning and scenarios run this much faster). The
@@ -48,7 +49,8 @@ struct DemoArgs {
     /// Learning period, seconds of plant time.
     #[arg(long, default_value_t = 600.0)]
     learn_seconds: f64,
-    /// Scenarios to run, in order, comma-separated (default: every attack of the library).
+    /// Scenarios to run, in order, comma-separated (default: every scenario of the library,
+    /// attacks and faults).
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
     scenarios: Vec<String>,
     /// Every scenario's duration, plant seconds (default: its own, at most 30).
@@ -62,7 +64,8 @@ struct DemoArgs {
     /// (`--benign-seconds 3600 --scenarios none`: a benign hour, which must open nothing).
     #[arg(long, default_value_t = 0.0)]
     benign_seconds: f64,
-    /// Exit once the scenarios have run (tests, CI) instead of running until Ctrl-C.
+    /// Exit once the scenarios have run instead of running until Ctrl-C (the API and metrics
+    /// stop with it).
     #[arg(long)]
     exit_after_attacks: bool,
     #[arg(long, default_value_t = 1)]
@@ -139,12 +142,13 @@ fn main() -> Result<()> {
                 api_port: args.api_port,
             };
             runtime
-                .block_on(mamori_sim::demo::run(options, ctrl_c()))
+                .block_on(async { mamori_sim::demo::run(options, stop_signal()).await })
                 .map(|_| ())
         }
         Command::Drill(args) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            let report = runtime.block_on(mamori_sim::drill::run_args(args, ctrl_c()))?;
+            let report = runtime
+                .block_on(async { mamori_sim::drill::run_args(args, stop_signal()).await })?;
             if report.detected < report.total {
                 std::process::exit(2);
             }
@@ -153,10 +157,30 @@ fn main() -> Result<()> {
     }
 }
 
-/// Resolves at Ctrl-C (never, if the signal cannot be watched).
-async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
+/// Resolves at Ctrl-C or SIGTERM (a service manager's or `kill`'s stop), so that either ends
+/// the run the same way: shut down in order and remove the temporary data folder. The
+/// handlers are installed at the call (inside the runtime), before anything is created: a
+/// signal during start-up is kept for later, not the default exit that would leave the folder
+/// behind. Never resolves for a signal that cannot be watched.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate()).ok();
+    let int = signal(SignalKind::interrupt()).ok();
+    async move {
+        tokio::select! {
+            () = received(term) => {}
+            () = received(int) => {}
+        }
+    }
+}
+
+/// Resolves when `signal` arrives; never without one.
+async fn received(signal: Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(mut s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 

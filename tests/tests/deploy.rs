@@ -253,7 +253,6 @@ fn amtool_checks_the_alertmanager_example_and_routes_each_alert_to_its_receiver(
             ("site", "substation-7"),
             ("incident", "17"),
             ("severity", severity),
-            ("detector", "allowlist"),
             ("exercise", exercise),
         ];
         route(&config, &labels)

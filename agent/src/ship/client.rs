@@ -285,10 +285,12 @@ pub(crate) async fn run(client: Client, shared: Arc<Shared>, mut shutdown: watch
             SessionEnd::Failed => {
                 let (initial, max) = client.backoff;
                 let wait = backoff_delay(failures.streak, initial, max);
+                shared.set_retry_at(Some(std::time::Instant::now() + wait));
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = stopped(&mut shutdown) => break,
                 }
+                shared.set_retry_at(None);
             }
         }
     }

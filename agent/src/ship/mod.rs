@@ -13,6 +13,7 @@ pub mod spool;
 pub mod stats;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,13 @@ pub enum ShipError {
     Task(String),
 }
 
+/// How often a producer waiting for room in a full spool looks again (and at its stop flag)
+/// between wake-ups by acknowledgements.
+const FULL_RECHECK: Duration = Duration::from_millis(200);
+/// The same for a producer on a plain thread, which has no wake-up: short, since each look
+/// is one lock of the spool.
+const FULL_RECHECK_BLOCKING: Duration = Duration::from_millis(20);
+
 /// State shared by the producers, the flusher task and the client task.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -66,6 +74,11 @@ pub(crate) struct Shared {
     batch_ready: Notify,
     /// A batch was acknowledged (producers waiting under `when_full = block`).
     space_freed: Notify,
+    /// When the client, backing off after a failure, tries again (`None`: not backing off).
+    /// A shutdown does not wait for an attempt that comes after its deadline.
+    retry_at: Mutex<Option<Instant>>,
+    /// A producer has waited for room (logged once).
+    warned_full: AtomicBool,
     stats: Arc<ShipStats>,
 }
 
@@ -74,6 +87,14 @@ impl Shared {
     /// consistent on disk, so the poison is ignored.
     fn spool(&self) -> MutexGuard<'_, Spool> {
         self.spool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn retry_at(&self) -> Option<Instant> {
+        *self.retry_at.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_retry_at(&self, at: Option<Instant>) {
+        *self.retry_at.lock().unwrap_or_else(|e| e.into_inner()) = at;
     }
 
     /// Runs spool file work (reads, fsyncs) off the async worker threads.
@@ -135,6 +156,8 @@ impl Shipper {
             spool: Mutex::new(spool),
             batch_ready: Notify::new(),
             space_freed: Notify::new(),
+            retry_at: Mutex::new(None),
+            warned_full: AtomicBool::new(false),
             stats,
         });
         let (shutdown, rx) = watch::channel(false);
@@ -169,19 +192,68 @@ impl Shipper {
         Ok(outcome)
     }
 
-    /// Takes one event, waiting for room with `when_full = block`.
+    /// Takes one event from a thread that may block (the capture thread), waiting for room
+    /// with `when_full = block` until `stop` is set. A stopping agent must not wait for a
+    /// collector that may be down: the event is then refused ([`PushOutcome::Full`], counted
+    /// in `events_refused_total`).
+    pub fn push_blocking(
+        &self,
+        event: &Event,
+        stop: &AtomicBool,
+    ) -> Result<PushOutcome, ShipError> {
+        loop {
+            match self.shared.sealing(|s| s.push(event))? {
+                PushOutcome::Accepted => return Ok(PushOutcome::Accepted),
+                PushOutcome::Full if stop.load(Ordering::Relaxed) => {
+                    stats::add(&self.shared.stats.events_refused, 1);
+                    return Ok(PushOutcome::Full);
+                }
+                PushOutcome::Full => {
+                    self.warn_full();
+                    std::thread::sleep(FULL_RECHECK_BLOCKING);
+                }
+            }
+        }
+    }
+
+    /// Takes one event, waiting for room with `when_full = block` for as long as it takes.
     pub async fn push(&self, event: &Event) -> Result<(), ShipError> {
+        self.push_until(event, &AtomicBool::new(false))
+            .await
+            .map(|_| ())
+    }
+
+    /// Takes one event, waiting for room with `when_full = block` until `stop` is set; then
+    /// the event is refused ([`PushOutcome::Full`], counted in `events_refused_total`), so a
+    /// stopping agent is never held by a collector that is down.
+    pub async fn push_until(
+        &self,
+        event: &Event,
+        stop: &AtomicBool,
+    ) -> Result<PushOutcome, ShipError> {
         loop {
             let freed = self.shared.space_freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
             match self.shared.sealing(|s| s.push(event))? {
-                PushOutcome::Accepted => return Ok(()),
-                // Re-check now and then too: the spool also drains by quarantine.
+                PushOutcome::Accepted => return Ok(PushOutcome::Accepted),
+                PushOutcome::Full if stop.load(Ordering::Relaxed) => {
+                    stats::add(&self.shared.stats.events_refused, 1);
+                    return Ok(PushOutcome::Full);
+                }
+                // Re-check now and then too: the spool also drains by quarantine, and the
+                // stop flag is no waker.
                 PushOutcome::Full => {
-                    let _ = tokio::time::timeout(Duration::from_millis(500), freed).await;
+                    self.warn_full();
+                    let _ = tokio::time::timeout(FULL_RECHECK, freed).await;
                 }
             }
+        }
+    }
+
+    fn warn_full(&self) {
+        if !self.shared.warned_full.swap(true, Ordering::Relaxed) {
+            tracing::warn!("the spool is full: intake waits for the collector (logged once)");
         }
     }
 
@@ -196,11 +268,20 @@ impl Shipper {
     }
 
     /// Graceful stop: seals the open batch, lets the client deliver for up to `drain`, then
-    /// stops the tasks. What is left stays spooled for the next start.
+    /// stops the tasks. What is left stays spooled for the next start. The drain ends early
+    /// when the collector cannot be reached (a connection attempt failed meanwhile, or the
+    /// next one comes after the deadline): waiting would only delay the stop.
     pub async fn shutdown(mut self, drain: Duration) -> Result<ShipStatsSnapshot, ShipError> {
         let sealed = self.flush();
         let deadline = Instant::now() + drain;
+        let connect_failures = stats_value(&self.shared.stats.connect_failures);
         while !self.shared.spool().is_empty() && Instant::now() < deadline {
+            let unreachable = stats_value(&self.shared.stats.connect_failures) != connect_failures
+                || self.shared.retry_at().is_some_and(|at| at >= deadline);
+            if unreachable {
+                tracing::info!("the collector cannot be reached: not waiting to deliver");
+                break;
+            }
             let freed = self.shared.space_freed.notified();
             let _ = tokio::time::timeout(Duration::from_millis(50), freed).await;
         }

@@ -4,6 +4,14 @@
 //! for its `resolve_timeout`, so the active notices are kept and posted again every
 //! `resend_interval_seconds`; a resolved notice is posted once with `endsAt`, then forgotten.
 //!
+//! The labels are what stays put for an incident's life (site, incident, asset, kind,
+//! exercise) plus `severity`, which routing needs (critical pages) and which rises when an
+//! incident escalates. What grows as an incident grows (its detectors, its summary) is an
+//! annotation. Since Alertmanager knows an alert only by its label set, a notice whose labels
+//! differ from those last posted for its key also ends the old set (`endsAt`), in the same
+//! POST: otherwise each escalation would leave the old alert firing until its
+//! `resolve_timeout`.
+//!
 //! One dispatcher task keeps the active set and feeds one queue and task per URL, so a
 //! replica that is down (its retries, its backoff) never delays the other of an HA pair.
 
@@ -48,10 +56,11 @@ fn cut(s: &str, max_chars: usize) -> String {
     s.chars().take(max_chars).collect()
 }
 
-fn alert<'a>(notice: &'a Notice, extra: &'a BTreeMap<String, String>) -> PostableAlert<'a> {
+/// The alert's identity in Alertmanager: the static `extra` labels, then Mamori's own.
+fn labels<'a>(notice: &Notice, extra: &'a BTreeMap<String, String>) -> BTreeMap<&'a str, String> {
     let mut labels: BTreeMap<&str, String> =
         extra.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    let mut put = |name: &'a str, value: &str| {
+    let mut put = |name: &'static str, value: &str| {
         // Alertmanager treats an empty label as absent; leave it out.
         if !value.is_empty() {
             labels.insert(name, cut(value, MAX_LABEL_CHARS));
@@ -63,21 +72,30 @@ fn alert<'a>(notice: &'a Notice, extra: &'a BTreeMap<String, String>) -> Postabl
         put("asset", asset);
     }
     put("severity", notice.severity.as_str());
-    put("detector", &notice.detector);
     put("kind", &notice.kind);
     put("incident", &notice.incident_id.to_string());
     put("exercise", if notice.exercise { "true" } else { "false" });
+    labels
+}
+
+fn alert<'a>(notice: &'a Notice, extra: &'a BTreeMap<String, String>) -> PostableAlert<'a> {
     let mut annotations = BTreeMap::new();
     annotations.insert("summary", cut(&notice.summary, MAX_SUMMARY_CHARS));
     annotations.insert(
         "description",
         cut(&notice.description, MAX_DESCRIPTION_CHARS),
     );
+    if !notice.detectors.is_empty() {
+        annotations.insert(
+            "detectors",
+            cut(&notice.detectors.join(", "), MAX_LABEL_CHARS),
+        );
+    }
     if let Some(url) = &notice.runbook_url {
         annotations.insert("runbook_url", url.clone());
     }
     PostableAlert {
-        labels,
+        labels: labels(notice, extra),
         annotations,
         starts_at: rfc3339(notice.starts_at_unix_ms),
         // Alertmanager refuses an end before the start.
@@ -125,11 +143,16 @@ struct Active {
 }
 
 impl Active {
-    fn apply(&mut self, delivery: &Arc<Delivery>) {
+    /// Takes `delivery` as its key's latest state. Returns the alert to end when the key was
+    /// active under other labels (an escalation): Alertmanager would keep that one firing.
+    fn apply(&mut self, delivery: &Arc<Delivery>) -> Option<Notice> {
         let key = &delivery.notice.key;
+        let superseded = self.notices.get(key).and_then(|(_, before)| {
+            superseded(&before.notice, &delivery.notice, delivery.at_unix_ms)
+        });
         if delivery.notice.is_resolved() {
             self.notices.remove(key);
-            return;
+            return superseded;
         }
         self.seq = self.seq.wrapping_add(1);
         self.notices
@@ -144,6 +167,7 @@ impl Active {
             // Counted by the notifier (it keeps the same bound on the same keys).
             self.notices.remove(&oldest);
         }
+        superseded
     }
 
     /// Bodies of every active alert, oldest first, `MAX_ALERTS_PER_POST` per body.
@@ -157,6 +181,30 @@ impl Active {
             })
             .collect()
     }
+}
+
+/// `before` ended at `at_unix_ms`, when `after` (the same key) is posted under other labels;
+/// `None` when the labels are the same. Static labels are the same for both, so Mamori's own
+/// are compared.
+fn superseded(before: &Notice, after: &Notice, at_unix_ms: u64) -> Option<Notice> {
+    let none = BTreeMap::new();
+    let (old, new) = (labels(before, &none), labels(after, &none));
+    if old == new {
+        return None;
+    }
+    let changed: Vec<String> = new
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mut ended = before.clone();
+    ended.summary = format!(
+        "Superseded by this incident's alert with {}: {}",
+        changed.join(", "),
+        before.summary
+    );
+    ended.ends_at_unix_ms = Some(after.ends_at_unix_ms.unwrap_or(at_unix_ms));
+    Some(ended)
 }
 
 /// One Alertmanager URL: its target, queue and whether a re-send is already queued.
@@ -322,14 +370,16 @@ async fn dispatch(
                         latest.push(d);
                     }
                 }
-                {
+                let ended: Vec<Notice> = {
                     let mut active = active.lock().unwrap_or_else(|e| e.into_inner());
-                    for d in &latest {
-                        active.apply(d);
-                    }
-                }
-                let body = Bytes::from(render_alerts(latest.iter().map(|d| &d.notice), &labels));
-                let alerts = latest.len() as u64;
+                    latest.iter().filter_map(|d| active.apply(d)).collect()
+                };
+                // The ended label sets first: a receiver never sees two firing at once.
+                let body = Bytes::from(render_alerts(
+                    ended.iter().chain(latest.iter().map(|d| &d.notice)),
+                    &labels,
+                ));
+                let alerts = (ended.len() + latest.len()) as u64;
                 for url in &urls {
                     enqueue(url, Job::Post { body: body.clone(), alerts }, &stats);
                 }
@@ -386,6 +436,7 @@ async fn post_loop(
 mod tests {
     use super::*;
     use crate::notify::tests::notice;
+    use mamori_models::detect::Severity;
 
     #[test]
     fn an_alert_has_identifying_labels_and_explaining_annotations() {
@@ -398,10 +449,11 @@ mod tests {
             a["labels"],
             serde_json::json!({
                 "alertname": "MamoriIncident", "site": "plant-a", "asset": "10.0.0.5/1",
-                "severity": "high", "detector": "allowlist", "kind": "new_modbus_path",
+                "severity": "high", "kind": "new_modbus_path",
                 "incident": "17", "exercise": "false", "team": "ot-soc",
             })
         );
+        assert_eq!(a["annotations"]["detectors"], "allowlist");
         assert_eq!(
             a["annotations"]["runbook_url"],
             "https://wiki.example/runbooks/new-path"
@@ -445,6 +497,48 @@ mod tests {
         let bodies = active.bodies(&BTreeMap::new());
         assert_eq!(bodies.len(), 2);
         assert_eq!(bodies[0].1 + bodies[1].1, 299);
+    }
+
+    fn delivery(n: Notice, at_unix_ms: u64) -> Arc<Delivery> {
+        Arc::new(Delivery {
+            event: super::super::Event::Updated,
+            notice: n,
+            at_unix_ms,
+        })
+    }
+
+    #[test]
+    fn growing_detectors_keep_the_alert_and_an_escalation_ends_the_old_one() {
+        let mut active = Active::default();
+        assert!(active.apply(&delivery(notice("plant-a/17"), 1)).is_none());
+        // A second detector joins: same labels, the same alert.
+        let mut grown = notice("plant-a/17");
+        grown.detectors.push("cycle".into());
+        grown.summary = "Something else".into();
+        assert!(active.apply(&delivery(grown.clone(), 2)).is_none());
+        // Escalation: the high alert ends when the critical one is posted.
+        let mut critical = grown.clone();
+        critical.severity = Severity::Critical;
+        let ended = active.apply(&delivery(critical.clone(), 3_000)).unwrap();
+        assert_eq!(ended.severity, Severity::High);
+        assert_eq!(ended.ends_at_unix_ms, Some(3_000));
+        assert!(
+            ended
+                .summary
+                .starts_with("Superseded by this incident's alert with severity=critical"),
+            "{}",
+            ended.summary
+        );
+        assert_eq!(active.notices.len(), 1);
+        // Resolved under labels Alertmanager never saw (updates folded in one batch): the
+        // critical one ends too, at the resolution time.
+        let mut resolved = critical.clone();
+        resolved.asset = None;
+        resolved.ends_at_unix_ms = Some(4_000);
+        let ended = active.apply(&delivery(resolved, 4_100)).unwrap();
+        assert_eq!(ended.severity, Severity::Critical);
+        assert_eq!(ended.ends_at_unix_ms, Some(4_000));
+        assert!(active.notices.is_empty());
     }
 
     #[test]

@@ -126,8 +126,8 @@ pub fn render_cef(notice: &Notice, event: Event, rt_unix_ms: u64, device_id: &st
         ("cs1", notice.site.clone()),
         ("cs2Label", "incident".into()),
         ("cs2", notice.incident_id.to_string()),
-        ("cs3Label", "detector".into()),
-        ("cs3", notice.detector.clone()),
+        ("cs3Label", "detectors".into()),
+        ("cs3", notice.detectors.join(",")),
         ("cs4Label", "exercise".into()),
         ("cs4", notice.exercise.to_string()),
     ]);
@@ -423,7 +423,7 @@ mod tests {
             format!(
                 "CEF:0|Mamori|Mamori Collector|{version}|new_modbus_path|New Modbus path 10.0.0.9 -> 10.0.0.5 unit 1|8|\
                  rt=1700000001000 act=opened cat=new_modbus_path dst=10.0.0.5 start=1700000000123 \
-                 cs1Label=site cs1=plant-a cs2Label=incident cs2=17 cs3Label=detector cs3=allowlist \
+                 cs1Label=site cs1=plant-a cs2Label=incident cs2=17 cs3Label=detectors cs3=allowlist \
                  cs4Label=exercise cs4=false cs5Label=asset cs5=10.0.0.5/1 externalId=plant-a/17 \
                  deviceExternalId=c1 request=http://collector:8080/v1/incidents/17 \
                  cs6Label=runbook cs6=https://wiki.example/runbooks/new-path \

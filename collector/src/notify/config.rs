@@ -246,12 +246,11 @@ const MAX_QUEUE: u32 = 1_000_000;
 /// Upper bound on attempts per message.
 const MAX_ATTEMPTS: u32 = 100;
 /// Labels Mamori sets itself; a static label may not replace them.
-pub(crate) const RESERVED_LABELS: [&str; 8] = [
+pub(crate) const RESERVED_LABELS: [&str; 7] = [
     "alertname",
     "site",
     "asset",
     "severity",
-    "detector",
     "kind",
     "incident",
     "exercise",

@@ -48,10 +48,13 @@ pub struct Notice {
     pub site: String,
     /// The asset (`ip` or `ip/unit`), absent for site-wide incidents.
     pub asset: Option<String>,
+    /// Rises when the incident escalates (Alertmanager: the previous alert is ended).
     pub severity: Severity,
-    /// The lead alert's detector.
-    pub detector: String,
-    /// The lead alert's kind (`new_modbus_path`).
+    /// Every detector that contributed an alert, sorted by name (`allowlist`, `cycle`): it
+    /// grows with the incident, so Alertmanager gets it as an annotation, never a label.
+    pub detectors: Vec<String>,
+    /// What opened the incident (the first alert's kind, `new_modbus_path`): stable for the
+    /// incident's life.
     pub kind: String,
     /// One sentence.
     pub summary: String,
@@ -426,7 +429,7 @@ pub(crate) mod tests {
             site: "plant-a".into(),
             asset: Some("10.0.0.5/1".into()),
             severity: Severity::High,
-            detector: "allowlist".into(),
+            detectors: vec!["allowlist".into()],
             kind: "new_modbus_path".into(),
             summary: "New Modbus path 10.0.0.9 -> 10.0.0.5 unit 1".into(),
             description: "A client never seen in learning wrote holding registers.".into(),

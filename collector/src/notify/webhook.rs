@@ -1,5 +1,5 @@
 //! A JSON webhook for SOAR and chat bridges: `POST {url}` with
-//! `{"version": 1, "event": "opened|updated|resolved", "notice": {...}}`, signed so the
+//! `{"version": 2, "event": "opened|updated|resolved", "notice": {...}}`, signed so the
 //! receiver can tell it came from this collector and was not replayed later:
 //!
 //! - `X-Mamori-Timestamp`: Unix seconds when the attempt was made;
@@ -22,8 +22,9 @@ use super::http::{HttpTarget, tls_connector};
 use super::queue::{Policy, Queue, SinkStats, deliver};
 use super::{Delivery, Event, Notice, NotifyError, Sink, SinkHandle};
 
-/// The payload's `version`.
-pub const PAYLOAD_VERSION: u32 = 1;
+/// The payload's `version`. 2: the notice's `detector` (the first of a sorted set, not a
+/// lead) became `detectors`, the whole set.
+pub const PAYLOAD_VERSION: u32 = 2;
 /// Unix seconds of the attempt.
 pub const TIMESTAMP_HEADER: &str = "x-mamori-timestamp";
 /// `sha256=<hex>`.
@@ -233,7 +234,8 @@ mod tests {
     fn the_payload_is_versioned_and_carries_the_notice() {
         let body = render_payload(Event::Updated, &notice("plant-a/17"));
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(v["version"], 1);
+        assert_eq!(v["version"], 2);
+        assert_eq!(v["notice"]["detectors"], serde_json::json!(["allowlist"]));
         assert_eq!(v["event"], "updated");
         assert_eq!(v["notice"]["key"], "plant-a/17");
         assert_eq!(v["notice"]["severity"], "high");

@@ -342,7 +342,7 @@ impl CycleDetector {
                 kind: "missing_polls",
                 severity: Severity::High,
                 summary: format!(
-                    "{} stopped polling {} unit {} ({} at {}): nothing for {:.1} s where a poll every {:.1} s was normal; the device or its link may be down.",
+                    "{} stopped polling {} unit {}: no request with function code {} at address {} for {:.1} s, where one came every {:.1} s during learning; the device or its link may be down.",
                     k.client, k.server, k.unit, k.func, k.address, silent_s, period_s
                 ),
                 src_ip: Some(k.client),

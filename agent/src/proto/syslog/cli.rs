@@ -6,7 +6,7 @@ use anyhow::Context;
 use mamori_models::Timestamp;
 
 use super::framing::{Frame, Framing, StreamFramer};
-use super::parser::{DEFAULT_MAX_MESSAGE_BYTES, ParseOptions, parse_syslog_frame};
+use super::parser::{DEFAULT_MAX_MESSAGE_BYTES, ParseOptions, TagRule, parse_syslog_frame};
 
 /// Arguments of `parse-syslog`.
 #[derive(clap::Args, Debug, Clone)]
@@ -25,9 +25,11 @@ pub struct ParseSyslogArgs {
     /// Longer messages are cut and flagged `truncated`.
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
-    /// A BSD TAG must end with ':' (otherwise a space ends it too).
-    #[arg(long)]
-    pub tag_requires_colon: bool,
+    /// What makes the first word after a BSD header a TAG (the app name): `colon` (`tag:`
+    /// only), `marked` (`tag:`, `tag[pid]` or a TAB after it), `word` (any first word, as
+    /// rsyslog reads it).
+    #[arg(long, value_enum, default_value_t = TagRule::Marked)]
+    pub tag: TagRule,
 }
 
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -39,7 +41,7 @@ pub fn run(args: &ParseSyslogArgs, mut input: impl Read, output: impl Write) -> 
         strict: args.strict,
         year: args.year,
         max_message_bytes: args.max_message_bytes,
-        tag_requires_colon: args.tag_requires_colon,
+        tag: args.tag,
     };
     let mut out = BufWriter::new(output);
     let mut framer = StreamFramer::new(args.framing, args.max_message_bytes);
@@ -101,7 +103,7 @@ mod tests {
             strict: true,
             year: Some(2024),
             max_message_bytes: 1024,
-            tag_requires_colon: false,
+            tag: TagRule::Marked,
         };
         let mut out = Vec::new();
         run(&args, &b"<1>1 - - - - - - hi\r\nnot syslog\n"[..], &mut out).unwrap();

@@ -13,6 +13,6 @@ pub mod parser;
 
 pub use framing::{Frame, FramerStats, Framing, StreamFramer};
 pub use parser::{
-    ParseOptions, SyslogError, SyslogRecord, parse_syslog, parse_syslog_frame, parse_syslog_record,
-    probe_syslog,
+    MISSING_PRIVAL, ParseOptions, SyslogError, SyslogRecord, TagRule, parse_syslog,
+    parse_syslog_frame, parse_syslog_record, probe_syslog,
 };

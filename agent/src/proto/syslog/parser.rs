@@ -62,9 +62,8 @@ pub struct ParseOptions {
     pub year: Option<i32>,
     /// Longer messages are cut to this many bytes and flagged `Truncated`.
     pub max_message_bytes: usize,
-    /// A BSD TAG must end with `:` (rsyslog's `force.tagEndingByColon`, go-syslog's RFC 3164
-    /// grammar). Off (RFC 3164 §4.1.3, rsyslog's default): a space also ends the TAG.
-    pub tag_requires_colon: bool,
+    /// What makes the first word after a BSD header a TAG (the app name).
+    pub tag: TagRule,
 }
 
 impl Default for ParseOptions {
@@ -73,10 +72,29 @@ impl Default for ParseOptions {
             strict: false,
             year: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-            tag_requires_colon: false,
+            tag: TagRule::default(),
         }
     }
 }
+
+/// What makes the first word after a BSD header (RFC 3164's CONTENT) a TAG.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TagRule {
+    /// `tag:` only (rsyslog's `force.tagEndingByColon`, go-syslog's RFC 3164 grammar).
+    Colon,
+    /// A word that says it is a tag: `tag:`, `tag[pid]` (`:` or not) or a tag ended by a TAB
+    /// (Snare, NXLog). A word ended by a plain space is the message's first word: in
+    /// `<13>Feb  5 17:32:18 10.0.0.99 Use the BFG!` "Use" is text, not a program, and taking
+    /// it for one would split one device's messages over as many app names as first words.
+    #[default]
+    Marked,
+    /// Also a word ended by a space (RFC 3164 §4.1.3 ends the TAG at any non-alphanumeric
+    /// character; rsyslog's default): for agreeing with what an rsyslog relay reports.
+    Word,
+}
+
+/// The PRIORITY a relay gives a message without one (RFC 3164 §4.3.3): user.notice.
+pub const MISSING_PRIVAL: u8 = 13;
 
 /// A message rejected in strict mode.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -275,6 +293,15 @@ impl<'a> Fields<'a> {
             }
             None => (None, received),
         };
+        // RFC 3164 §4.3.3: a relay MUST give a message without a PRI, or with one it cannot
+        // read, PRIORITY 13; it stays flagged `MissingPriority`. A severity the content states
+        // (Cisco `%FAC-SEV-MNEMONIC`) says more than the relay's default notice.
+        let missing_pri = self.prival.is_none() && anomalies.contains(&Anomaly::MissingPriority);
+        let prival = self.prival.or(missing_pri.then_some(MISSING_PRIVAL));
+        let severity = match self.severity_hint {
+            Some(hint) if missing_pri => Some(hint),
+            hint => prival.map(|p| p & 7).or(hint),
+        };
         anomalies.sort();
         anomalies.dedup();
         SyslogEvent {
@@ -283,9 +310,9 @@ impl<'a> Fields<'a> {
             src_ip: None,
             src_port: None,
             format: self.format,
-            priority: self.prival,
-            facility: self.prival.map(|p| p >> 3),
-            severity: self.prival.map(|p| p & 7).or(self.severity_hint),
+            priority: prival,
+            facility: prival.map(|p| p >> 3),
+            severity,
             version: self.version,
             timestamp,
             hostname,
@@ -1215,8 +1242,19 @@ fn parse_syslog_rfc3164<'a>(
         .unwrap_or(i.len());
     let (word, after) = i.split_at_checked(tag_len).unwrap_or((i, &[]));
     let colon = after.first() == Some(&b':');
-    let is_tag = !word.is_empty() || colon;
-    if is_tag && word.len() <= TAG_MAX && (colon || !opts.tag_requires_colon) {
+    let is_tag = (!word.is_empty() || colon)
+        && word.len() <= TAG_MAX
+        && match opts.tag {
+            TagRule::Colon => colon,
+            TagRule::Marked => {
+                colon
+                    || ends_with_pid(word)
+                    || after.starts_with(b"\t")
+                    || after.starts_with(b"#011")
+            }
+            TagRule::Word => true,
+        };
+    if is_tag {
         let (app, pid) = split_tag(word);
         f.app_name = app.map(Cow::Borrowed);
         f.procid = pid;
@@ -1268,11 +1306,31 @@ fn split_tag(word: &[u8]) -> (Option<&[u8]>, Option<&[u8]>) {
     }
 }
 
+/// `name[pid]`: a PROCID in brackets marks a TAG even without the `:`.
+fn ends_with_pid(word: &[u8]) -> bool {
+    matches!(split_tag(word), (Some(_), Some(_)))
+}
+
 /// rsyslog's HOSTNAME test: letters, digits, `.`, `_`, `-` (and `@`, seen in relayed names),
-/// ending with a letter or digit; or an IPv6 address.
+/// ending with a letter or digit; or an IPv6 address. Letters and digits of any script count
+/// (an internationalised name in UTF-8, `müller-rtu`), as RFC 3164 §4.1.2 leaves HOSTNAME's
+/// characters open and senders write names as their operators typed them.
 fn looks_like_hostname(w: &[u8]) -> bool {
-    if w.is_empty() || w.len() > HOSTNAME_MAX || !w.last().is_some_and(u8::is_ascii_alphanumeric) {
+    if w.is_empty() || w.len() > HOSTNAME_MAX {
         return false;
+    }
+    if w.is_ascii() {
+        if !w.last().is_some_and(u8::is_ascii_alphanumeric) {
+            return false;
+        }
+    } else {
+        let Ok(text) = std::str::from_utf8(w) else {
+            return false;
+        };
+        return text.chars().last().is_some_and(char::is_alphanumeric)
+            && text
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
     }
     let plain = w
         .iter()
@@ -1461,6 +1519,132 @@ mod tests {
         assert!(probe_syslog(b"<13>2024-01-05T10:00:00Z host su: x"));
         assert!(!probe_syslog(b"<192>1 - - - - - -"));
         assert!(!probe_syslog(b"GET / HTTP/1.1"));
+    }
+
+    /// RFC 3164 §4.3.3: a relay gives a message without PRI PRIORITY 13 (user.notice). The
+    /// event still says the PRI was missing.
+    #[test]
+    fn a_message_without_pri_is_user_notice_and_flagged() {
+        for line in [
+            &b"Feb  5 17:32:18 10.0.0.99 sshd[7]: Accepted password"[..],
+            b"1 2020-05-22T14:59:09.250-03:00 mx204 rpd 6589 - - bgp up",
+            b"complete and utter gobbledegook",
+            b"<999>Feb  5 17:32:18 10.0.0.99 sshd[7]: unreadable PRI",
+        ] {
+            let e = lenient(line);
+            let text = String::from_utf8_lossy(line);
+            assert_eq!(
+                (e.priority, e.facility, e.severity),
+                (Some(13), Some(1), Some(5)),
+                "{text}"
+            );
+            assert!(e.anomalies.contains(&Anomaly::MissingPriority), "{text}");
+        }
+        // A severity stated by the content (Cisco IOS) is kept over the relay's default.
+        let e = lenient(b"Mar 24 18:06:03 10.0.0.1 1991219: *Mar 24 18:06:03.424 UTC: %SEC_LOGIN-3-LOGIN_FAILED: x");
+        assert_eq!((e.priority, e.severity), (Some(13), Some(3)));
+        assert!(e.anomalies.contains(&Anomaly::MissingPriority));
+        // A PRI that is there is never flagged.
+        let e = lenient(b"<0>Oct 22 10:52:01 10.1.2.3 sched[0]: That's All Folks!");
+        assert_eq!((e.priority, e.severity), (Some(0), Some(0)));
+        assert!(e.anomalies.is_empty());
+    }
+
+    #[test]
+    fn internationalised_hostnames_are_hostnames() {
+        for (line, host) in [
+            (
+                "<13>Feb  5 17:32:18 müller-rtu sshd[7]: Accepted",
+                "müller-rtu",
+            ),
+            (
+                "<13>Feb  5 17:32:18 変電所-3.example sshd[7]: Accepted",
+                "変電所-3.example",
+            ),
+            ("<13>Feb  5 17:32:18 Ωmega1 kernel: link up", "Ωmega1"),
+        ] {
+            let e = lenient(line.as_bytes());
+            assert_eq!(e.hostname.as_deref(), Some(host), "{line}");
+            assert!(e.app_name.is_some(), "{line}");
+            assert!(e.anomalies.is_empty(), "{line}: {:?}", e.anomalies);
+        }
+        // Not UTF-8, or ending in punctuation: not a hostname, the text stays whole.
+        let e = lenient(b"<13>Feb  5 17:32:18 m\xfcller sshd[7]: x");
+        assert_eq!(e.hostname, None);
+        let e = lenient("<13>Feb  5 17:32:18 müller- sshd[7]: x".as_bytes());
+        assert_eq!(e.hostname, None);
+    }
+
+    #[test]
+    fn a_plain_first_word_is_not_an_app_name() {
+        // go-syslog's RFC 3164 test vector (rfc3164/machine_test.go).
+        let e = lenient(b"<13>Feb  5 17:32:18 10.0.0.99 Use the BFG!");
+        assert_eq!(e.hostname.as_deref(), Some("10.0.0.99"));
+        assert_eq!(e.app_name, None);
+        assert_eq!(e.msg.as_deref(), Some("Use the BFG!"));
+        // A lone word is text too.
+        let e = lenient(b"<13>Feb  5 17:32:18 plc-7 Rebooting");
+        assert_eq!((e.app_name, e.msg.as_deref()), (None, Some("Rebooting")));
+        // `tag:`, `tag[pid]:`, `tag[pid]` and a TAB-ended tag (Snare) are tags.
+        for (line, app, pid, msg) in [
+            ("<13>Feb  5 17:32:18 h su: x y", "su", None, "x y"),
+            (
+                "<13>Feb  5 17:32:18 h sshd[811]: x y",
+                "sshd",
+                Some("811"),
+                "x y",
+            ),
+            (
+                "<13>Feb  5 17:32:18 h sshd[811] x y",
+                "sshd",
+                Some("811"),
+                "x y",
+            ),
+            (
+                "<13>Feb  5 17:32:18 h MSWinEventLog\t1\tSecurity",
+                "MSWinEventLog",
+                None,
+                "1\tSecurity",
+            ),
+            (
+                "<13>Feb  5 17:32:18 h MSWinEventLog#0111#011Security",
+                "MSWinEventLog",
+                None,
+                "1#011Security",
+            ),
+        ] {
+            let e = lenient(line.as_bytes());
+            assert_eq!(e.app_name.as_deref(), Some(app), "{line}");
+            assert_eq!(e.procid.as_deref(), pid, "{line}");
+            assert_eq!(e.msg.as_deref(), Some(msg), "{line}");
+        }
+        // rsyslog's reading, when asked for.
+        let word = ParseOptions {
+            tag: TagRule::Word,
+            ..ParseOptions::default()
+        };
+        let e = parse_syslog(
+            b"<13>Feb  5 17:32:18 10.0.0.99 Use the BFG!",
+            Timestamp::default(),
+            &word,
+        )
+        .unwrap();
+        assert_eq!(
+            (e.app_name.as_deref(), e.msg.as_deref()),
+            (Some("Use"), Some("the BFG!"))
+        );
+        // `tag[pid]` without `:` is not enough when a colon is required.
+        let colon = ParseOptions {
+            tag: TagRule::Colon,
+            ..ParseOptions::default()
+        };
+        let e = parse_syslog(
+            b"<13>Feb  5 17:32:18 h sshd[811] x",
+            Timestamp::default(),
+            &colon,
+        )
+        .unwrap();
+        assert_eq!(e.app_name, None);
     }
 
     #[test]

@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod parse;
+
+pub use parse::parse_toml;
+
 use crate::capture::live::{CaptureFilter, LiveConfig};
 use crate::intake::SyslogReceiverConfig;
 use crate::pipeline::PipelineConfig;
@@ -175,6 +179,40 @@ pub struct ConfigError {
     pub problems: Vec<Problem>,
 }
 
+impl ConfigError {
+    /// The outcome of reading a file: `config` as [`parse_toml`] read it (with `problems`),
+    /// checked by `validate` when it could be read, whose problems join the others. A key
+    /// reported already is not reported twice, nor is a table holding one: it was judged
+    /// without the entry taken out ("no listener" for a listener whose address is wrong).
+    pub fn gather<T>(
+        file: &Path,
+        config: Option<T>,
+        mut problems: Vec<Problem>,
+        validate: impl FnOnce(&T) -> Result<(), ConfigError>,
+    ) -> Result<T, ConfigError> {
+        if let Some(Err(e)) = config.as_ref().map(validate) {
+            let parsed = problems.len();
+            for p in e.problems {
+                let covered = problems.iter().take(parsed).any(|q| {
+                    q.key
+                        .strip_prefix(p.key.as_str())
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+                });
+                if !covered {
+                    problems.push(p);
+                }
+            }
+        }
+        match config {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => Err(ConfigError {
+                file: file.to_owned(),
+                problems,
+            }),
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -193,30 +231,18 @@ impl fmt::Display for ConfigError {
 const MAX_TIMEOUT_SECONDS: u64 = 7 * 86_400;
 
 impl AgentConfig {
-    /// Reads and validates `path`.
+    /// Reads and validates `path`: every problem at once, those of the TOML (syntax, types,
+    /// unknown keys) and those of the values.
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
-        let fail = |key: &str, reason: String| ConfigError {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_owned(),
             problems: vec![Problem {
-                key: key.to_owned(),
-                reason,
+                key: "(file)".to_owned(),
+                reason: format!("cannot read: {e}"),
             }],
-        };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| fail("(file)", format!("cannot read: {e}")))?;
-        let config: AgentConfig = toml::from_str(&text).map_err(|e| {
-            // toml names the table and key and points at the line.
-            let key = e.span().map_or_else(
-                || "(syntax)".to_owned(),
-                |s| {
-                    let line = text.get(..s.start).map_or(0, |t| t.lines().count().max(1));
-                    format!("line {line}")
-                },
-            );
-            fail(&key, e.message().to_owned())
         })?;
-        config.validate(path)?;
-        Ok(config)
+        let (config, problems) = parse_toml::<AgentConfig>(&text);
+        ConfigError::gather(path, config, problems, |c| c.validate(path))
     }
 
     /// Every semantic problem at once.
