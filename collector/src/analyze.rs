@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use mamori_models::Event;
-use mamori_models::detect::{Baseline, DetectConfig, Detector, Learner, Severity};
+use mamori_models::detect::{Baseline, DetectConfig, Learner, Severity};
 
 use crate::AnalyzeArgs;
 
@@ -74,6 +74,8 @@ pub(crate) fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
         .context("checking the detection configuration")?;
     let mut err = io::stderr().lock();
 
+    // The learning events, when given, are kept for the inventory (devices' identities).
+    let mut learning: Vec<Event> = Vec::new();
     let baseline = match (&args.baseline, args.learn.is_empty()) {
         (Some(_), false) => bail!("give either --baseline or --learn, not both"),
         (None, true) => bail!("give --learn EVENTS... or --baseline FILE"),
@@ -119,6 +121,7 @@ pub(crate) fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
                 writeln!(err, "warning: state limits refused {:?}", b.overflow)
                     .context("writing to stderr")?;
             }
+            learning = loaded.events;
             b
         }
     };
@@ -132,11 +135,9 @@ pub(crate) fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
     }
 
     let loaded = load_events(&args.detect).context("reading the detection events")?;
-    let mut detector = Detector::new(baseline, config).context("starting detection")?;
-    for e in &loaded.events {
-        detector.observe(e);
-    }
-    let (alerts, summary) = detector.finish();
+    let (alerts, summary) =
+        mamori_collector::offline::detect(baseline, config, &learning, &loaded.events)
+            .context("starting detection")?;
     let mut out = BufWriter::new(io::stdout().lock());
     for a in &alerts {
         serde_json::to_writer(&mut out, a).context("writing an alert")?;

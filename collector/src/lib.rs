@@ -4,8 +4,9 @@
 //! before authenticating (`admission`) and whether the process's open-file limit fits the
 //! configured caps (`descriptors`); the audit trail of operators' changes to the baselines
 //! (`audit`) and the API client behind the `normal`, `relearn` and `audit` commands
-//! (`client`). The binary's `serve` and `check-config` subcommands are thin calls into
-//! [`serve`]. How it fits together: `docs/collector.md`.
+//! (`client`); offline detection as `analyze` runs it (`offline`). The binary's `serve` and
+//! `check-config` subcommands are thin calls into [`serve`]. How it fits together:
+//! `docs/collector.md`.
 #![forbid(unsafe_code)]
 
 pub mod admission;
@@ -24,6 +25,7 @@ pub mod inventory;
 pub mod lockout;
 pub mod metrics;
 pub mod notify;
+pub mod offline;
 pub mod serve;
 pub mod stats;
 pub mod store;

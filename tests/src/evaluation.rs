@@ -23,7 +23,7 @@ use std::io::{self, BufWriter, Write as _};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use mamori_models::detect::{Alert, DetectConfig, DetectSummary, Detector, Learner, Severity};
+use mamori_models::detect::{Alert, DetectConfig, DetectSummary, Learner, Severity};
 use mamori_models::{Event, Timestamp};
 
 use crate::plants::{Incident, Plant, PlantSet, PlantSpec, RegisterMap, Shape};
@@ -201,18 +201,16 @@ pub fn analyze(learning: &[Event], detection: &[Event]) -> Run {
         window_models: b.windows.models.len(),
         syslog_templates: b.syslog.rates.len(),
     };
-    // The configuration is the default one, which validates.
-    let Ok(mut detector) = Detector::new(b, config) else {
+    // The configuration is the default one, which validates. The same call as analyze's:
+    // the detectors and the asset inventory beside them.
+    let Ok((alerts, summary)) = mamori_collector::offline::detect(b, config, learning, detection)
+    else {
         return Run {
             learned,
             alerts: Vec::new(),
             summary: DetectSummary::default(),
         };
     };
-    for e in detection {
-        detector.observe(e);
-    }
-    let (alerts, summary) = detector.finish();
     Run {
         learned,
         alerts,
