@@ -264,6 +264,9 @@ struct ChannelState {
     /// The interval before the last request, µs: an early request right after a late one is
     /// the master catching up on its schedule, not an extra request.
     prev_interval_us: Option<u64>,
+    /// The last request that fell on the channel's schedule: a request off it (one slipped in
+    /// between polls) does not move the schedule, so the next poll on time is not "early".
+    anchor: Option<Timestamp>,
     /// A missing-polls alert was raised and the channel has not been heard since.
     silent: bool,
 }
@@ -292,6 +295,7 @@ impl CycleDetector {
                             jitter_us: p.jitter_us,
                             last: None,
                             prev_interval_us: None,
+                            anchor: None,
                             silent: false,
                         },
                     )
@@ -402,6 +406,9 @@ impl CycleDetector {
             return;
         };
         st.silent = false;
+        if st.anchor.is_none() {
+            st.anchor = Some(ev.ts);
+        }
         if let Some(last) = st.last
             && let Some(d) = ev.ts.micros_since(last)
         {
@@ -413,7 +420,22 @@ impl CycleDetector {
                 prev > st.period_us && prev.saturating_add(d) <= 2 * st.period_us + slack
             });
             st.prev_interval_us = Some(d);
-            if d < early.saturating_sub(st.jitter_us) && !catching_up {
+            // Where the request falls on the schedule kept since the last poll on time.
+            let slack = st.jitter_us.max(st.period_us / 4);
+            let on_schedule = st
+                .anchor
+                .and_then(|a| ev.ts.micros_since(a))
+                .is_some_and(|da| {
+                    let period = st.period_us.max(1);
+                    let k = (da + period / 2) / period;
+                    k >= 1 && da.abs_diff(k * period) <= slack
+                });
+            // A master that restarted polls on a new phase: two requests a period apart.
+            let new_phase = d.abs_diff(st.period_us) <= slack;
+            if on_schedule || new_phase {
+                st.anchor = Some(ev.ts);
+            }
+            if d < early.saturating_sub(st.jitter_us) && !catching_up && !on_schedule {
                 book.raise(Raise {
                     ts: ev.ts,
                     detector: DetectorName::PollingCycle,
@@ -500,6 +522,9 @@ mod tests {
         times.retain(|&t| t != 650_000);
         times.push(650_900);
         times.push(680_300);
+        // A request slipped in 700 ms after a poll (not early enough to say) and the next
+        // poll on time 300 ms after it: the poll is on schedule, not an extra request.
+        times.push(690_700);
         times.sort_unstable();
         for t in times {
             let ev = poll(t);
