@@ -94,6 +94,11 @@ pub struct SyslogBaseline {
     pub window_us: i64,
     /// Windows the learning period spanned (the rates' denominator).
     pub windows: u64,
+    /// Event time from the first to the last message learned, µs (absent in older
+    /// baselines): the rates' denominator when learning was shorter than a few windows, whose
+    /// first and last are partial.
+    #[serde(default)]
+    pub span_us: i64,
     /// One miner per application name, as learned.
     pub miners: BTreeMap<String, TemplateMiner>,
     #[serde(with = "super::entries")]
@@ -107,6 +112,7 @@ impl Default for SyslogBaseline {
         SyslogBaseline {
             window_us: SyslogConfig::default().window_us,
             windows: 0,
+            span_us: 0,
             miners: BTreeMap::new(),
             rates: BTreeMap::new(),
             hosts: BTreeSet::new(),
@@ -237,6 +243,10 @@ impl SyslogLearner {
             }
         }
         let len = self.config.window_us.max(1);
+        base.span_us = match (self.first, self.last) {
+            (Some(f), Some(l)) => l.saturating_sub(f),
+            _ => 0,
+        };
         base.windows = match (self.first, self.last) {
             (Some(f), Some(l)) => {
                 u64::try_from(l.div_euclid(len) - f.div_euclid(len) + 1).unwrap_or(1)
@@ -244,6 +254,26 @@ impl SyslogLearner {
             _ => 0,
         };
         base
+    }
+}
+
+/// A learning span shorter than this is not scaled up to a window (a handful of messages
+/// close together say little about a rate).
+const MIN_RATE_SPAN_US: i64 = 60_000_000;
+
+impl SyslogBaseline {
+    /// A learned count as messages per window. Counted windows include a partial first and
+    /// last one, which makes a short learning look quieter than it was (74 messages in two
+    /// minutes are 185 per five-minute window, not 74): the learned span is the denominator
+    /// when it is known and shorter than the windows counted.
+    fn per_window(&self, count: u64) -> f64 {
+        let by_windows = count as f64 / self.windows.max(1) as f64;
+        if self.span_us <= 0 {
+            return by_windows;
+        }
+        let span = self.span_us.max(MIN_RATE_SPAN_US) as f64;
+        let by_span = count as f64 * self.window_us.max(1) as f64 / span;
+        by_windows.max(by_span)
     }
 }
 
@@ -440,9 +470,7 @@ impl SyslogDetector {
         st.1 += 1;
         // A never-seen message repeated within a window is a burst too (a password guessed
         // at under a user name never seen): its single occurrence was only an observation.
-        let (lambda, peak) = learned.map_or((0.0, 0), |r| {
-            (r.count as f64 / base.windows.max(1) as f64, r.peak)
-        });
+        let (lambda, peak) = learned.map_or((0.0, 0), |r| (base.per_window(r.count), r.peak));
         let limit = poisson_bound(lambda, BURST_TAIL)
             .max(peak.saturating_mul(2))
             .max(if learned.is_none() {
@@ -671,6 +699,60 @@ mod tests {
                 ("new_syslog_template", Severity::Low),
                 ("syslog_rate_burst", Severity::High),
             ]
+        );
+    }
+
+    /// Two minutes of learning (less than one five-minute window): the rate is per minute
+    /// learned, not per window touched, so a full window of the same traffic is no burst.
+    #[test]
+    fn a_short_learning_is_no_reason_for_a_burst() {
+        let mut l = SyslogLearner::new(&SyslogConfig::default());
+        let mut over = Overflow::default();
+        for i in 0..74 {
+            let t = 3_000 + i * 120 / 74;
+            l.observe(
+                &msg(
+                    t,
+                    1,
+                    6,
+                    "ntpd",
+                    &format!("synchronized to 10.0.0.{}, stratum 2", i % 3),
+                ),
+                &mut over,
+            );
+        }
+        let base = l.finish(&mut over);
+        let normal: Vec<SyslogEvent> = (0..185)
+            .map(|i| {
+                msg(
+                    3_300 + i * 300 / 185,
+                    1,
+                    6,
+                    "ntpd",
+                    "synchronized to 10.0.0.1, stratum 2",
+                )
+            })
+            .collect();
+        let alerts = detect(&base, &normal);
+        assert!(
+            alerts.iter().all(|a| a.kind != "syslog_rate_burst"),
+            "{alerts:#?}"
+        );
+        let flood: Vec<SyslogEvent> = (0..600)
+            .map(|i| {
+                msg(
+                    3_600 + i / 2,
+                    1,
+                    6,
+                    "ntpd",
+                    "synchronized to 10.0.0.1, stratum 2",
+                )
+            })
+            .collect();
+        let alerts = detect(&base, &flood);
+        assert!(
+            alerts.iter().any(|a| a.kind == "syslog_rate_burst"),
+            "{alerts:#?}"
         );
     }
 
