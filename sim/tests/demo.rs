@@ -10,7 +10,9 @@ async fn the_demo_opens_an_incident_and_exits_after_the_attacks() {
     let outcome = run(
         DemoOptions {
             data_dir: Some(dir.path().join("demo")),
-            speed: 20.0,
+            // Ten times real time: at twenty, polls 50 ms apart are at the mercy of a loaded
+            // machine's scheduler, and its jitter is no plant's.
+            speed: 10.0,
             learn_seconds: 600.0,
             scenarios: vec!["recon_sweep".into(), "function_code_scan".into()],
             duration_seconds: Some(10.0),
