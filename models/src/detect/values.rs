@@ -154,11 +154,14 @@ impl RegisterProfile {
 
     /// The mean time between two reads while learning, in hours (at least a millisecond).
     fn interval_h(&self) -> f64 {
-        let span_h = match (self.first_read, self.last_read) {
-            (Some(a), Some(b)) => b.micros_since(a).unwrap_or(0) as f64 / US_PER_H,
-            _ => 0.0,
-        };
+        let span_h = self.span_h().unwrap_or(0.0);
         (span_h / self.reads.saturating_sub(1).max(1) as f64).max(1e-3 / 3600.0)
+    }
+
+    /// From the first to the last read while learning, in hours, when both are known.
+    fn span_h(&self) -> Option<f64> {
+        let (a, b) = (self.first_read?, self.last_read?);
+        Some(b.micros_since(a).unwrap_or(0) as f64 / US_PER_H)
     }
 
     fn width(&self) -> f64 {
@@ -177,11 +180,7 @@ impl RegisterProfile {
     /// range quickly, so it may drift quickly (the span is floored at a minute only so that
     /// two reads close together do not make it unbounded).
     fn drift_per_h(&self) -> f64 {
-        let span_h = match (self.first_read, self.last_read) {
-            (Some(a), Some(b)) => b.micros_since(a).unwrap_or(0) as f64 / US_PER_H,
-            _ => 1.0,
-        };
-        self.width() / span_h.max(1.0 / 60.0)
+        self.width() / self.span_h().unwrap_or(1.0).max(1.0 / 60.0)
     }
 }
 
@@ -659,14 +658,6 @@ impl ValueDetector {
         }
     }
 
-    /// Whether the device's discrete state changed shortly before `ts`.
-    fn state_explains(&self, server: IpAddr, unit: u8, ts: Timestamp) -> bool {
-        self.state_changed
-            .get(&(server, unit))
-            .and_then(|&t| ts.micros_since(t))
-            .is_some_and(|d| d <= STATE_CHANGE_EXPLAINS_US)
-    }
-
     pub(crate) fn observe(&mut self, ev: &ModbusEvent, book: &mut AlertBook) {
         self.track_bits(ev);
         if !self.pending.is_empty() {
@@ -796,7 +787,9 @@ impl ValueDetector {
         };
         let cfg = &self.cfg;
         let mut found = Vec::new();
-        let mut explained = self.state_explains(ev.dst_ip, ev.unit, ev.ts);
+        // Looked up only when a register shows something (this is the per-read path).
+        let changed = &self.state_changed;
+        let mut explained: Option<bool> = None;
         let mut state_change = false;
         for (k, t) in self.registers.range_mut(lo..hi) {
             let Some(&v) = values.get(usize::from(k.address.saturating_sub(first))) else {
@@ -806,7 +799,7 @@ impl ValueDetector {
             if t.class == RegisterClass::Discrete && prev.is_some_and(|(_, p)| p != v) {
                 // A status word moved: it explains the measured values that follow it.
                 state_change = true;
-                explained = true;
+                explained = Some(true);
             }
             if t.recently_written(ev.ts, v) {
                 continue;
@@ -843,7 +836,9 @@ impl ValueDetector {
                     .or_else(|| (!t.follows(ev.ts, v, cfg)).then_some(Deviation::Envelope)),
             };
             let Some(finding) = finding else { continue };
-            if explained && !matches!(finding, Deviation::State { .. }) {
+            let explains = *explained
+                .get_or_insert_with(|| state_explains(changed, ev.dst_ip, ev.unit, ev.ts));
+            if explains && !matches!(finding, Deviation::State { .. }) {
                 // The device changed state (a pump staged off): its values move with it.
                 t.take(v);
                 continue;
@@ -863,6 +858,19 @@ impl ValueDetector {
             self.state_changed.insert((ev.dst_ip, ev.unit), ev.ts);
         }
     }
+}
+
+/// Whether the device's discrete state changed shortly before `ts`.
+fn state_explains(
+    changed: &BTreeMap<(IpAddr, u8), Timestamp>,
+    server: IpAddr,
+    unit: u8,
+    ts: Timestamp,
+) -> bool {
+    changed
+        .get(&(server, unit))
+        .and_then(|&t| ts.micros_since(t))
+        .is_some_and(|d| d <= STATE_CHANGE_EXPLAINS_US)
 }
 
 /// Coils or discrete inputs read: (table, first address, states).
@@ -1082,8 +1090,8 @@ mod tests {
         }
     }
 
-    /// The HMI reads holding registers from `address` on.
-    fn read(t: f64, address: u16, values: &[u16]) -> ModbusEvent {
+    /// The HMI reads with function `func` from `address` on and gets `values`.
+    fn read_with(t: f64, func: u8, address: u16, values: Values) -> ModbusEvent {
         let req = ModbusPdu {
             ts: ts(t),
             address: Some(address),
@@ -1092,10 +1100,15 @@ mod tests {
         };
         let resp = ModbusPdu {
             ts: ts(t),
-            values: Some(Values::Registers(values.to_vec())),
+            values: Some(values),
             ..ModbusPdu::default()
         };
-        event(t, 3, req, Some(resp))
+        event(t, func, req, Some(resp))
+    }
+
+    /// The HMI reads holding registers from `address` on.
+    fn read(t: f64, address: u16, values: &[u16]) -> ModbusEvent {
+        read_with(t, 3, address, Values::Registers(values.to_vec()))
     }
 
     /// The HMI writes one holding register (function 6).
@@ -1290,18 +1303,7 @@ mod tests {
 
     /// The HMI reads coils from `address` on.
     fn read_coils(t: f64, address: u16, bits: &[bool]) -> ModbusEvent {
-        let req = ModbusPdu {
-            ts: ts(t),
-            address: Some(address),
-            quantity: Some(bits.len() as u16),
-            ..ModbusPdu::default()
-        };
-        let resp = ModbusPdu {
-            ts: ts(t),
-            values: Some(Values::Coils(bits.to_vec())),
-            ..ModbusPdu::default()
-        };
-        event(t, 1, req, Some(resp))
+        read_with(t, 1, address, Values::Coils(bits.to_vec()))
     }
 
     #[test]
